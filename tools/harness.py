@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Controller toolchain, Docker engine, test images and the test run of the collection.
+
+Every step is safe to repeat: the virtualenv is rebuilt only when the pinned requirements
+or the chosen Python change, an engine that already answers is left alone, and an image is
+rebuilt only when its recipe changes. Only the standard library is used, so any python3
+can run this file; the toolchain itself goes into .venv with the newest Python >= 3.11.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+VENV_STAMP = VENV / ".wsgistack-stamp"
+REQUIREMENTS = ROOT / "tools" / "requirements.txt"
+IMAGES_DIR = ROOT / "tests" / "images"
+COLLECTION_LINK = ROOT / ".ansible" / "collections" / "ansible_collections" / "wsgistack" / "django"
+STATE_DIR = ROOT / ".cache"
+MIN_PYTHON = (3, 11)
+
+RECIPE_LABEL = "io.wsgistack.recipe"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# name -> Debian suite; these are the images the Molecule scenarios use by default.
+DEBIAN_IMAGES = {"debian12": "bookworm", "debian13": "trixie"}
+BASE_PACKAGES = "python3,ca-certificates"
+BASE_REPO = "wsgistack/debian-base"
+SYSTEMD_REPO = "wsgistack/systemd"
+
+
+class HarnessError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+def log(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kwargs)
+
+
+def sha256(*parts: bytes | str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- Python / venv
+
+
+def _candidate_pythons() -> list[str]:
+    found = []
+    for minor in range(20, MIN_PYTHON[1] - 1, -1):
+        found.append(f"python3.{minor}")
+    found.append("python3")
+    paths = [shutil.which(name) for name in found]
+    # pyenv keeps interpreters that are installed but not selected behind shims that
+    # refuse to run, so look at its versions directly as well.
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    paths += sorted(glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", "python3")))
+    paths += sorted(glob.glob("/usr/bin/python3.*[0-9]")) + sorted(glob.glob("/usr/local/bin/python3.*[0-9]"))
+    unique = []
+    for path in paths:
+        if path and path not in unique:
+            unique.append(path)
+    return unique
+
+
+def _probe_python(path: str) -> tuple[tuple[int, int], str] | None:
+    code = "import sys, venv, ensurepip; print(sys.version_info[0], sys.version_info[1], sys.executable)"
+    try:
+        result = subprocess.run([path, "-c", code], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    major, minor, executable = result.stdout.split(maxsplit=2)
+    return (int(major), int(minor)), executable.strip()
+
+
+def find_python() -> tuple[tuple[int, int], str]:
+    best = None
+    for path in _candidate_pythons():
+        probed = _probe_python(path)
+        if probed and probed[0] >= MIN_PYTHON and (best is None or probed[0] > best[0]):
+            best = probed
+    if best is None:
+        raise HarnessError(
+            "No Python >= 3.11 with the venv and ensurepip modules was found (looked for "
+            "python3.11 and newer on PATH, in /usr/bin, /usr/local/bin and under pyenv). "
+            "Install one, e.g. `apt-get install python3 python3-venv` on Debian 12/13 or "
+            "Ubuntu 24.04, or `pyenv install 3.12`, then run the command again."
+        )
+    return best
+
+
+def venv_bin(name: str) -> str:
+    return str(VENV / "bin" / name)
+
+
+def ensure_venv() -> None:
+    version, python = find_python()
+    stamp = sha256(REQUIREMENTS.read_bytes(), python, f"{version}")
+    if VENV_STAMP.is_file() and VENV_STAMP.read_text().strip() == stamp and Path(venv_bin("python")).exists():
+        log(f"Toolchain in .venv is up to date (Python {version[0]}.{version[1]})")
+    else:
+        if VENV.exists():
+            log("Pinned requirements or Python changed: recreating .venv")
+            shutil.rmtree(VENV)
+        log(f"Creating .venv with {python} (Python {version[0]}.{version[1]})")
+        run([python, "-m", "venv", str(VENV)])
+        run([venv_bin("python"), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+        log("Installing the pinned toolchain (tools/requirements.txt)")
+        run([venv_bin("python"), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)])
+        VENV_STAMP.write_text(stamp + "\n")
+    ensure_collection_link()
+
+
+def ensure_collection_link() -> None:
+    """Make the checkout importable as wsgistack.django (ansible.cfg points here)."""
+    target = os.path.relpath(ROOT, COLLECTION_LINK.parent)
+    if COLLECTION_LINK.is_symlink() and os.readlink(COLLECTION_LINK) in (target, str(ROOT)):
+        return
+    COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
+    if COLLECTION_LINK.is_symlink() or COLLECTION_LINK.is_file():
+        COLLECTION_LINK.unlink()
+    elif COLLECTION_LINK.is_dir():
+        shutil.rmtree(COLLECTION_LINK)
+    COLLECTION_LINK.symlink_to(target)
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV)
+    env.setdefault("ANSIBLE_FORCE_COLOR", "0")
+    env.setdefault("PY_COLORS", "0")
+    return env
+
+
+# --------------------------------------------------------------------------- Docker engine
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+_APT_UPDATED = False
+
+
+def apt_install(packages: list[str]) -> None:
+    global _APT_UPDATED
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        if not _APT_UPDATED:
+            run(["apt-get", "update", "-qq"], env=env)
+            _APT_UPDATED = True
+        log(f"Installing {' '.join(packages)} with apt-get")
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise HarnessError(
+            f"apt-get could not install {' '.join(packages)} ({exc}). Check that the Debian "
+            "package mirror in /etc/apt/sources.list* is reachable, or install the packages "
+            "yourself, then run the command again."
+        ) from exc
+
+
+def ensure_engine() -> None:
+    if _docker_answers():
+        log("Docker engine answers; using it as it is")
+        return
+    if os.geteuid() != 0:
+        raise HarnessError(
+            "No Docker engine answers `docker info`, and you are not root, so none is installed "
+            "or started for you. Start your engine (e.g. `sudo systemctl start docker`) and make "
+            "sure your user may use it (member of the `docker` group), then run the command again."
+        )
+    if not shutil.which("dockerd"):
+        apt_install(["docker.io"])
+    STATE_DIR.mkdir(exist_ok=True)
+    logfile = STATE_DIR / "dockerd.log"
+    if Path("/run/systemd/system").is_dir():
+        log("Starting the Docker engine with systemctl")
+        run(["systemctl", "start", "docker"])
+    else:
+        log(f"Starting dockerd in the background (log: {logfile})")
+        with open(logfile, "ab") as out:
+            subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if _docker_answers():
+            log("Docker engine is up")
+            return
+        time.sleep(1)
+    tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+    raise HarnessError(f"dockerd did not answer within 90 s. Last lines of {logfile}:\n{tail}")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_label(tag: str) -> str | None:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", f'{{{{ index .Config.Labels "{RECIPE_LABEL}" }}}}', tag],
+        capture_output=True, text=True,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _image_id(tag: str) -> str:
+    return run(["docker", "image", "inspect", "--format", "{{ .Id }}", tag],
+               capture_output=True, text=True).stdout.strip()
+
+
+def _check_mirror(mirror: str, suite: str) -> None:
+    url = f"{mirror.rstrip('/')}/dists/{suite}/Release"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError) as exc:
+        raise HarnessError(
+            f"The Debian mirror {mirror} does not answer for {suite} ({url}: {exc}). The test "
+            "images are built from it with debootstrap. Set WSGISTACK_DEBIAN_MIRROR to a mirror "
+            "you can reach (e.g. your local apt mirror) and run the command again."
+        ) from exc
+
+
+def build_debian_base(suite: str) -> str:
+    tag = f"{BASE_REPO}:{suite}"
+    recipe = sha256("minbase", suite, BASE_PACKAGES)
+    if _image_label(tag) == recipe:
+        log(f"Base image {tag} is up to date")
+        return tag
+    mirror = os.environ.get("WSGISTACK_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    _check_mirror(mirror, suite)
+    if not shutil.which("debootstrap"):
+        if os.geteuid() != 0:
+            raise HarnessError("debootstrap is needed to build the base images: install it "
+                               "(`sudo apt-get install debootstrap`) and run the command again.")
+        apt_install(["debootstrap"])
+    started = time.monotonic()
+    log(f"Building {tag} with debootstrap from {mirror}")
+    with tempfile.TemporaryDirectory(prefix="wsgistack-rootfs-", dir="/var/tmp") as rootfs:
+        cmd = ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", suite, rootfs, mirror]
+        if os.geteuid() != 0:
+            raise HarnessError("debootstrap must run as root to build the base images; run the "
+                               "command as root or build the images once with sudo.")
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise HarnessError(
+                f"debootstrap {suite} failed (exit {result.returncode}):\n{result.stdout[-1500:]}"
+                f"{result.stderr[-1500:]}\nCheck WSGISTACK_DEBIAN_MIRROR ({mirror}) and run again."
+            )
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        run(["docker", "import", "--change", f"LABEL {RECIPE_LABEL}={recipe}", "-", tag],
+            stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        if tar.wait() != 0:
+            raise HarnessError(f"tar of the {suite} root file system failed")
+    log(f"Built {tag} in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+def _extra_ca_certificates() -> list[Path]:
+    return sorted(Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
+
+
+def build_systemd_image(base: str, name: str) -> str:
+    tag = f"{SYSTEMD_REPO}:{name}"
+    dockerfile = (IMAGES_DIR / "systemd.Dockerfile").read_text()
+    certs = _extra_ca_certificates()
+    recipe = sha256(dockerfile, _image_id(base), *[c.read_bytes() for c in certs])
+    if _image_label(tag) == recipe:
+        log(f"Image {tag} is up to date")
+        return tag
+    started = time.monotonic()
+    log(f"Building {tag} from {base}" + (f" with {len(certs)} extra CA certificate(s)" if certs else ""))
+    with tempfile.TemporaryDirectory(prefix="wsgistack-image-") as context:
+        ctx = Path(context)
+        (ctx / "Dockerfile").write_text(dockerfile)
+        (ctx / "ca-certificates").mkdir()
+        (ctx / "ca-certificates" / ".keep").write_text("")
+        for index, cert in enumerate(certs):
+            shutil.copyfile(cert, ctx / "ca-certificates" / f"host-{index}-{cert.name}")
+        env = dict(os.environ)
+        if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
+            env["DOCKER_BUILDKIT"] = "0"
+        result = subprocess.run(
+            ["docker", "build", "--build-arg", f"BASE={base}", "--label", f"{RECIPE_LABEL}={recipe}",
+             "-t", tag, str(ctx)],
+            capture_output=True, text=True, env=env,
+        )
+        if result.returncode != 0:
+            raise HarnessError(f"Building {tag} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    log(f"Built {tag} in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+def ensure_images(extra: list[str] | None = None) -> None:
+    for name, suite in DEBIAN_IMAGES.items():
+        build_systemd_image(build_debian_base(suite), name)
+    for spec in extra or []:
+        base, _, name = spec.partition("=")
+        if not name:
+            raise HarnessError(f"--from takes BASE=NAME (e.g. ubuntu:24.04=ubuntu2404), not {spec!r}")
+        if subprocess.run(["docker", "image", "inspect", base], capture_output=True).returncode != 0:
+            run(["docker", "pull", base])
+        build_systemd_image(base, name)
+
+
+# --------------------------------------------------------------------------- test run
+
+
+def scenarios() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+
+
+def _step(name: str, cmd: list[str], results: list) -> bool:
+    log(f"{name}: {' '.join(cmd)}")
+    started = time.monotonic()
+    code = subprocess.run(cmd, cwd=ROOT, env=tool_env()).returncode
+    results.append((name, code == 0, time.monotonic() - started))
+    if code != 0:
+        log(f"{name} FAILED (exit {code})")
+    return code == 0
+
+
+def run_lint(results: list) -> None:
+    _step("yamllint", [venv_bin("yamllint"), "--strict", "."], results)
+    _step("ansible-lint", [venv_bin("ansible-lint")], results)
+
+
+def run_unit(results: list) -> None:
+    _step("unit tests", [venv_bin("pytest"), "-q", "tests/unit"], results)
+
+
+def run_molecule(names: list[str], results: list) -> None:
+    for name in names:
+        _step(f"molecule {name}", [venv_bin("molecule"), "test", "-s", name], results)
+
+
+def report(results: list, started: float) -> int:
+    print("\n" + "=" * 60)
+    print(f"{'step':<40} {'result':<8} {'seconds':>8}")
+    for name, ok, seconds in results:
+        print(f"{name:<40} {'ok' if ok else 'FAILED':<8} {seconds:>8.0f}")
+    print(f"{'total':<40} {'':<8} {time.monotonic() - started:>8.0f}")
+    passed = sum(1 for _, ok, _ in results if ok)
+    failed = len(results) - passed
+    print(f"steps: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="create or update .venv with the pinned toolchain")
+    sub.add_parser("engine", help="make sure a Docker engine answers (installs/starts one as root)")
+    images = sub.add_parser("images", help="build the systemd test images when their recipe changed")
+    images.add_argument("--from", dest="extra", action="append", default=[], metavar="BASE=NAME",
+                        help="also build wsgistack/systemd:NAME on top of BASE (e.g. ubuntu:24.04=ubuntu2404)")
+    sub.add_parser("lint", help="yamllint and ansible-lint")
+    sub.add_parser("unit", help="pytest unit tests (no containers)")
+    mol = sub.add_parser("molecule", help="molecule test for the given scenarios (default: all)")
+    mol.add_argument("scenario", nargs="*")
+    sub.add_parser("test", help="setup, engine, images, lint, unit tests and every Molecule scenario")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    results: list = []
+    try:
+        if args.command == "setup":
+            ensure_venv()
+            return 0
+        if args.command == "engine":
+            ensure_engine()
+            return 0
+        if args.command == "images":
+            ensure_engine()
+            ensure_images(args.extra)
+            return 0
+        ensure_venv()
+        if args.command in ("lint", "test"):
+            run_lint(results)
+        if args.command in ("unit", "test"):
+            run_unit(results)
+        if args.command in ("molecule", "test"):
+            ensure_engine()
+            ensure_images()
+            run_molecule(getattr(args, "scenario", None) or scenarios(), results)
+    except HarnessError as exc:
+        print(f"\nERROR: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"\nERROR: {' '.join(map(str, exc.cmd))} failed with exit {exc.returncode}", file=sys.stderr)
+        return 2
+    return report(results, started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
