@@ -27,7 +27,7 @@ VENV = ROOT / ".venv"
 VENV_STAMP = VENV / ".wsgistack-stamp"
 REQUIREMENTS = ROOT / "tools" / "requirements.txt"
 IMAGES_DIR = ROOT / "tests" / "images"
-COLLECTION_LINK = ROOT / ".ansible" / "collections" / "ansible_collections" / "wsgistack" / "django"
+COLLECTION_LINK = ROOT / ".cache" / "collections" / "ansible_collections" / "wsgistack" / "django"
 STATE_DIR = ROOT / ".cache"
 MIN_PYTHON = (3, 11)
 

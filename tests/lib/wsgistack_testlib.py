@@ -37,7 +37,8 @@ def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | Non
         cmd += ["--limit", limit]
     if check:
         cmd += ["--check", "--diff"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def output(result: subprocess.CompletedProcess) -> str:

@@ -52,7 +52,7 @@ def test_program_file_escapes_environment_and_names_processes(ansible_run, tmp_p
     }
     text = render(ansible_run, tmp_path, "supervisor", "etc/supervisor/conf.d/program.conf.j2", {"item": item})
     section = parse(text)["program:web"]
-    assert section["environment"] == 'A="100%%",B="say \\"hi\\""'
+    assert section["environment"] == 'A="100%%",B=\'say "hi"\''
     assert section["process_name"] == "%(program_name)s_%(process_num)02d"
     assert section["stdout_logfile"] == "/var/log/supervisor/web_%(process_num)02d.log"
     assert section["autorestart"] == "unexpected"

@@ -83,7 +83,8 @@ def test_operator_in_group_may_use_supervisorctl(host):
 def test_retired_program_stopped_and_removed(host):
     assert not host.file(f"{CONF_DIR}/retired.conf").exists
     assert "retired" not in status(host)
-    assert host.run("pgrep -f 'sleep 86403'").rc == 1
+    # The bracket keeps pgrep from matching the shell that runs it.
+    assert host.run("pgrep -f 'sleep 8640[3]'").rc == 1
 
 
 def test_inet_server_requires_the_password(host):
@@ -135,24 +136,28 @@ def test_changing_one_program_restarts_only_it(host):
 
 BAD_INPUTS = {
     "missing command": (
-        {"supervisor_programs": [{"name": "nocmd"}]},
+        {"supervisor_groups": [], "supervisor_programs": [{"name": "nocmd"}]},
         "command is required",
     ),
     "unknown autorestart value": (
-        {"supervisor_programs": [{"name": "x", "command": "/bin/true", "autorestart": "sometimes"}]},
+        {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "autorestart": "sometimes"}]},
         "autorestart",
     ),
     "wrong type": (
-        {"supervisor_programs": [{"name": "x", "command": "/bin/true", "numprocs": "many"}]},
+        {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "numprocs": "many"}]},
         "numprocs",
     ),
     "duplicate names": (
-        {"supervisor_programs": [{"name": "dup", "command": "/bin/true"}, {"name": "dup", "command": "/bin/false"}]},
+        {"supervisor_groups": [], "supervisor_programs": [{"name": "dup", "command": "/bin/true"}, {"name": "dup", "command": "/bin/false"}]},
         "dup",
     ),
     "inet server without password": (
         {"supervisor_inet_http_server_password": ""},
         "supervisor_inet_http_server_password",
+    ),
+    "environment value with both quotes": (
+        {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "environment": {"Q": "it's \"both\""}}]},
+        "both single and double quotes",
     ),
     "group with unknown program": (
         {"supervisor_groups": [{"name": "ghosts", "programs": ["casper"]}]},
@@ -161,13 +166,22 @@ BAD_INPUTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def all_hosts():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return [testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in testinfra_hosts]
+
+
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_fails_before_any_change(host, case):
+def test_bad_input_fails_before_any_change(all_hosts, case):
+    """One run against every instance: it fails on each, naming the variable, and changes nothing."""
     bad, message = BAD_INPUTS[case]
-    hostname = host.backend.get_hostname()
-    before = tree_checksums(host, "/etc/supervisor")
-    pids = status(host)
-    result = run_playbook("converge.yml", extra_vars=bad, limit=hostname)
+    before = {}
+    for host in all_hosts:
+        for name in PROGRAMS:
+            assert wait_for(lambda n=name: running_pid(host, n), timeout=15), status(host)
+        before[host] = (tree_checksums(host, "/etc/supervisor"), status(host))
+    result = run_playbook("converge.yml", extra_vars=bad)
     text = output(result)
     assert result.returncode != 0, text
     assert message in text, text
@@ -175,6 +189,8 @@ def test_bad_input_fails_before_any_change(host, case):
     variable = "supervisor_inet_http_server_password" if "inet" in case else (
         "supervisor_groups" if "group" in case else "supervisor_programs")
     assert variable in text, text
-    assert "changed=0" in text.replace(" ", ""), text
-    assert tree_checksums(host, "/etc/supervisor") == before
-    assert status(host) == pids
+    recap = re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+).*failed=(\d+)", result.stdout, re.M)
+    assert sorted(name for name, _, _ in recap) == sorted(testinfra_hosts), text
+    assert all(changed == "0" and failed == "1" for _, changed, failed in recap), text
+    for host in all_hosts:
+        assert (tree_checksums(host, "/etc/supervisor"), status(host)) == before[host]
