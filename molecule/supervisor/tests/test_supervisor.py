@@ -116,6 +116,7 @@ def test_sigkill_program_comes_back_with_new_pid(host):
 
 def test_changing_one_program_restarts_only_it(host):
     before = {name: wait_for(lambda n=name: running_pid(host, n), timeout=15) for name in PROGRAMS}
+    daemon = host.check_output("supervisorctl pid")
     inputs = scenario_group_vars()
     for program in inputs["supervisor_programs"]:
         if program["name"] == "alpha":
@@ -127,6 +128,7 @@ def test_changing_one_program_restarts_only_it(host):
     assert after["alpha"] != before["alpha"]
     for name in PROGRAMS[1:]:
         assert after[name] == before[name], f"{name} was restarted"
+    assert host.check_output("supervisorctl pid") == daemon, "supervisord itself was restarted"
     assert wait_for(lambda: "GREETING=changed" in host.file("/var/log/supervisor/alpha.log").content_string, 10)
     # Back to the scenario's inputs: again only alpha restarts.
     result = run_playbook("converge.yml", limit=hostname)
@@ -159,11 +161,18 @@ BAD_INPUTS = {
         {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "environment": {"Q": "it's \"both\""}}]},
         "both single and double quotes",
     ),
+    "world-writable control socket": (
+        {"supervisor_unix_socket_mode": "0777"},
+        "supervisor_unix_socket_mode",
+    ),
     "group with unknown program": (
         {"supervisor_groups": [{"name": "ghosts", "programs": ["casper"]}]},
         "casper",
     ),
 }
+
+
+VARIABLE_NAMED = {case: next(iter(bad)) if len(bad) == 1 else "supervisor_programs" for case, (bad, _) in BAD_INPUTS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +195,7 @@ def test_bad_input_fails_before_any_change(all_hosts, case):
     assert result.returncode != 0, text
     assert message in text, text
     # The variable the user has to fix is named.
-    variable = "supervisor_inet_http_server_password" if "inet" in case else (
-        "supervisor_groups" if "group" in case else "supervisor_programs")
-    assert variable in text, text
+    assert VARIABLE_NAMED[case] in text, text
     recap = re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+).*failed=(\d+)", result.stdout, re.M)
     assert sorted(name for name, _, _ in recap) == sorted(testinfra_hosts), text
     assert all(changed == "0" and failed == "1" for _, changed, failed in recap), text
