@@ -62,3 +62,110 @@ def tree_checksums(host, path: str) -> str:
 
 def journal(host, unit: str, lines: int = 60) -> str:
     return host.run(f"journalctl -u {unit} -n {lines} --no-pager").stdout
+
+
+def molecule_host_names(group: str = "molecule") -> list[str]:
+    import testinfra.utils.ansible_runner
+
+    return testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(group)
+
+
+def molecule_hosts(group: str = "molecule") -> list:
+    """testinfra hosts for every instance, for tests that run one playbook against all of them."""
+    import testinfra
+
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return [testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in molecule_host_names(group)]
+
+
+def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host."""
+    import re
+
+    counters = {}
+    for match in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", result.stdout, re.M):
+        counters[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return counters
+
+
+def assert_refused_before_change(hosts, extra_vars: dict, message: str, variable: str,
+                                 paths: list[str], state=lambda host: None) -> None:
+    """A converge with bad inputs fails on every host, says `message` and names `variable`,
+    and leaves the files below `paths` (and whatever `state` reports) as they were."""
+    before = {h: ([tree_checksums(h, p) for p in paths], state(h)) for h in hosts}
+    result = run_playbook("converge.yml", extra_vars=extra_vars)
+    text = output(result)
+    assert result.returncode != 0, text
+    assert message in text, text
+    assert variable in text, text
+    counters = recap(result)
+    assert sorted(counters) == sorted(molecule_host_names()), text
+    assert all(c["changed"] == 0 and c["failed"] == 1 for c in counters.values()), text
+    for h in hosts:
+        assert ([tree_checksums(h, p) for p in paths], state(h)) == before[h]
+
+
+def put_file(host, path: str, content: str, mode: str = "0644") -> None:
+    """Write a file inside the instance (base64, so no quoting can break it)."""
+    import base64
+
+    encoded = base64.b64encode(content.encode()).decode()
+    host.check_output(f"echo {encoded} | base64 -d > {path} && chmod {mode} {path}")
+
+
+# A bounded request loop that runs inside the instance: N sequential requests, with an
+# action (a shell command) fired once after `trigger_after` requests. Prints one JSON line:
+# failures, statuses seen, and the set of response bodies' last field (worker pids).
+LOAD_SCRIPT = r'''
+import http.client, json, socket, ssl, subprocess, sys, time
+host, port, tls, name, path, count, trigger_after, action = sys.argv[1:9]
+count, trigger_after, port = int(count), int(trigger_after), int(port)
+context = ssl._create_unverified_context()
+
+
+class SNIConnection(http.client.HTTPSConnection):
+    """HTTPS to `host` with the site's name as SNI, as a browser resolving the name would."""
+
+    def connect(self):
+        sock = socket.create_connection((host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+failures, statuses, pids_before, pids_after = 0, {}, set(), set()
+deadline = time.monotonic() + 120
+for i in range(count):
+    if time.monotonic() > deadline:
+        break
+    if i == trigger_after and action:
+        subprocess.run(action, shell=True, check=True)
+    try:
+        if tls == "1":
+            conn = SNIConnection(name, port, timeout=10, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", path, headers={"Host": name})
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace")
+        conn.close()
+        statuses[response.status] = statuses.get(response.status, 0) + 1
+        if response.status != 200:
+            failures += 1
+        else:
+            (pids_before if i < trigger_after else pids_after).add(body.rsplit(":", 1)[-1])
+    except Exception as exc:
+        failures += 1
+        statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+print(json.dumps({"requests": i + 1, "failures": failures, "statuses": statuses,
+                  "pids_before": sorted(pids_before), "pids_after": sorted(pids_after)}))
+'''
+
+
+def request_loop(host, name: str, path: str = "/", count: int = 2000, trigger_after: int = 0,
+                 action: str = "", port: int = 80, tls: bool = False) -> dict:
+    """Run LOAD_SCRIPT inside the instance against 127.0.0.1 and return its report."""
+    import shlex
+
+    put_file(host, "/tmp/wsgistack_load.py", LOAD_SCRIPT)
+    args = ["127.0.0.1", str(port), "1" if tls else "0", name, path, str(count), str(trigger_after), action]
+    out = host.check_output("python3 /tmp/wsgistack_load.py " + " ".join(shlex.quote(a) for a in args))
+    return json.loads(out.strip().splitlines()[-1])

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
-import urllib.parse
 
 import pytest
-import testinfra.utils.ansible_runner
-from wsgistack_testlib import output, run_playbook, scenario_group_vars, tree_checksums, wait_for, journal
+from wsgistack_testlib import (
+    assert_refused_before_change,
+    journal,
+    molecule_host_names,
+    molecule_hosts,
+    output,
+    run_playbook,
+    scenario_group_vars,
+    wait_for,
+)
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
-    os.environ["MOLECULE_INVENTORY_FILE"]
-).get_hosts("molecule")
+testinfra_hosts = molecule_host_names()
 
 CONF_DIR = "/etc/supervisor/conf.d"
 PROGRAMS = ["alpha", "bravo", "pool:worker_00", "pool:worker_01"]
@@ -150,7 +154,10 @@ BAD_INPUTS = {
         "numprocs",
     ),
     "duplicate names": (
-        {"supervisor_groups": [], "supervisor_programs": [{"name": "dup", "command": "/bin/true"}, {"name": "dup", "command": "/bin/false"}]},
+        {
+            "supervisor_groups": [],
+            "supervisor_programs": [{"name": "dup", "command": "/bin/true"}, {"name": "dup", "command": "/bin/false"}],
+        },
         "dup",
     ),
     "inet server without password": (
@@ -158,7 +165,10 @@ BAD_INPUTS = {
         "supervisor_inet_http_server_password",
     ),
     "environment value with both quotes": (
-        {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "environment": {"Q": "it's \"both\""}}]},
+        {
+            "supervisor_groups": [],
+            "supervisor_programs": [{"name": "x", "command": "/bin/true", "environment": {"Q": "it's \"both\""}}],
+        },
         "both single and double quotes",
     ),
     "world-writable control socket": (
@@ -175,29 +185,15 @@ BAD_INPUTS = {
 VARIABLE_NAMED = {case: next(iter(bad)) if len(bad) == 1 else "supervisor_programs" for case, (bad, _) in BAD_INPUTS.items()}
 
 
-@pytest.fixture(scope="module")
-def all_hosts():
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return [testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in testinfra_hosts]
+def settled_status(host):
+    for name in PROGRAMS:
+        assert wait_for(lambda n=name: running_pid(host, n), timeout=15), status(host)
+    return status(host)
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_fails_before_any_change(all_hosts, case):
+def test_bad_input_fails_before_any_change(case):
     """One run against every instance: it fails on each, naming the variable, and changes nothing."""
     bad, message = BAD_INPUTS[case]
-    before = {}
-    for host in all_hosts:
-        for name in PROGRAMS:
-            assert wait_for(lambda n=name: running_pid(host, n), timeout=15), status(host)
-        before[host] = (tree_checksums(host, "/etc/supervisor"), status(host))
-    result = run_playbook("converge.yml", extra_vars=bad)
-    text = output(result)
-    assert result.returncode != 0, text
-    assert message in text, text
-    # The variable the user has to fix is named.
-    assert VARIABLE_NAMED[case] in text, text
-    recap = re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+).*failed=(\d+)", result.stdout, re.M)
-    assert sorted(name for name, _, _ in recap) == sorted(testinfra_hosts), text
-    assert all(changed == "0" and failed == "1" for _, changed, failed in recap), text
-    for host in all_hosts:
-        assert (tree_checksums(host, "/etc/supervisor"), status(host)) == before[host]
+    assert_refused_before_change(molecule_hosts(), bad, message, VARIABLE_NAMED[case],
+                                 ["/etc/supervisor"], state=settled_status)
