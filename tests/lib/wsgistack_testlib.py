@@ -27,10 +27,20 @@ def scenario_group_vars(group: str = "molecule") -> dict:
     return copy.deepcopy(config["provisioner"]["inventory"]["group_vars"][group])
 
 
+def scenario_playbook(playbook: str) -> Path:
+    """A scenario's playbook, following provisioner.playbooks when the scenario borrows one."""
+    own = scenario_dir() / playbook
+    if own.exists():
+        return own
+    config = yaml.safe_load((scenario_dir() / "molecule.yml").read_text())
+    borrowed = config.get("provisioner", {}).get("playbooks", {}).get(Path(playbook).stem)
+    return (scenario_dir() / borrowed).resolve() if borrowed else own
+
+
 def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | None = None,
                  check: bool = False) -> subprocess.CompletedProcess:
     """Run a playbook of the scenario against its instances and return the result."""
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(scenario_dir() / playbook)]
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(scenario_playbook(playbook))]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if limit:
@@ -169,3 +179,48 @@ def request_loop(host, name: str, path: str = "/", count: int = 2000, trigger_af
     args = ["127.0.0.1", str(port), "1" if tls else "0", name, path, str(count), str(trigger_after), action]
     out = host.check_output("python3 /tmp/wsgistack_load.py " + " ".join(shlex.quote(a) for a in args))
     return json.loads(out.strip().splitlines()[-1])
+
+
+# --- HTTP checks run inside the instance with curl/openssl -----------------------------
+
+def curl(host, args: str) -> str:
+    return host.run(f"curl -sk --max-time 10 {args}").stdout
+
+
+def status_of(host, args: str) -> str:
+    return curl(host, f"-o /dev/null -w '%{{http_code}}' {args}")
+
+
+def headers_of(host, args: str) -> str:
+    return curl(host, f"-o /dev/null -D - {args}").lower()
+
+
+def header_values(headers: str, name: str) -> list[str]:
+    import re
+
+    return re.findall(rf"^{name.lower()}: (.*?)\r?$", headers, re.M)
+
+
+def tls_handshake(host, version_flag: str, server_name: str, port: int = 443) -> bool:
+    """Whether the server completes a handshake at one TLS version. SECLEVEL=0 lets the client
+    offer TLS 1.0/1.1, so a refusal of those is the server's."""
+    cipher = "-cipher DEFAULT@SECLEVEL=0" if version_flag in ("-tls1", "-tls1_1") else ""
+    result = host.run(
+        f"echo | timeout 10 openssl s_client -connect 127.0.0.1:{port} -servername {server_name} {version_flag} {cipher}"
+    )
+    return result.rc == 0 and "Cipher is (NONE)" not in result.stdout and "BEGIN CERTIFICATE" in result.stdout
+
+
+def assert_https_site(host, name: str, hsts: str = "max-age=63072000; includesubdomains") -> None:
+    """The HTTPS behaviour every web stack of the collection owes its users."""
+    https = f"--resolve {name}:443:127.0.0.1 https://{name}"
+    redirect = curl(host, f"-o /dev/null -w '%{{http_code}} %{{redirect_url}}' -H 'Host: {name}' http://127.0.0.1/a/b?q=1")
+    assert redirect == f"301 https://{name}/a/b?q=1"
+    headers = headers_of(host, f"{https}/")
+    assert header_values(headers, "strict-transport-security") == [hsts]
+    assert header_values(headers, "x-content-type-options") == ["nosniff"]
+    assert header_values(headers, "referrer-policy") == ["same-origin"]
+    # The test apps send SAMEORIGIN; the site sends one consistent value.
+    assert header_values(headers, "x-frame-options") == ["deny"]
+    for flag, accepted in (("-tls1", False), ("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
+        assert tls_handshake(host, flag, name) == accepted, flag

@@ -1,0 +1,181 @@
+"""What a user of the apache_modwsgi role sees, in daemon mode or embedded mode.
+
+Shared by the apache_modwsgi (daemon) and apache_modwsgi_embedded scenarios: the mode
+comes from the scenario's inputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from wsgistack_testlib import (
+    assert_https_site,
+    assert_refused_before_change,
+    curl,
+    header_values,
+    headers_of,
+    journal,
+    molecule_host_names,
+    molecule_hosts,
+    output,
+    request_loop,
+    run_playbook,
+    scenario_group_vars,
+    status_of,
+    wait_for,
+)
+
+testinfra_hosts = molecule_host_names()
+
+SITE = scenario_group_vars()["apache_modwsgi_sites"][0]
+MODE = SITE.get("mode", "daemon")
+HTTPS = "--resolve hello.test:443:127.0.0.1 https://hello.test"
+
+
+def app_pid(host) -> int:
+    return int(curl(host, f"{HTTPS}/pid").rsplit(":", 1)[-1])
+
+
+def serving(host) -> bool:
+    return status_of(host, f"{HTTPS}/") == "200"
+
+
+def daemon_pids(host) -> set[int]:
+    lines = host.check_output("ps -eo pid=,args=").splitlines()
+    return {int(line.split()[0]) for line in lines if "(wsgi:hello)" in line}
+
+
+def test_apache_running_and_config_valid(host):
+    assert host.service("apache2").is_running
+    assert host.service("apache2").is_enabled
+    result = host.run("apache2ctl configtest")
+    assert result.rc == 0, result.stderr
+
+
+def test_app_answers_over_https(host):
+    assert wait_for(lambda: serving(host), timeout=30), host.file("/var/log/apache2/hello.error.log").content_string
+    assert curl(host, f"{HTTPS}/ping").startswith("app:/ping:")
+
+
+def test_app_runs_where_the_mode_says(host):
+    pid = app_pid(host)
+    user = host.check_output(f"ps -o user= -p {pid}").strip()
+    args = host.check_output(f"ps -o args= -p {pid}").strip()
+    if MODE == "daemon":
+        # display-name=%{GROUP} names the process after its group; it runs as the app user.
+        assert args.startswith("(wsgi:hello)"), args
+        assert user == "hello"
+    else:
+        assert args.startswith("/usr/sbin/apache2"), args
+        assert user == "www-data"
+
+
+def test_embedded_interpreters_restricted_when_unused(host):
+    conf = host.file("/etc/apache2/conf-available/mod-wsgi.conf").content_string
+    assert ("WSGIRestrictEmbedded On" in conf) == (MODE == "daemon")
+    assert ("WSGIPythonHome /srv/hello/venv" in conf) == (MODE == "embedded")
+
+
+def test_https_redirect_headers_and_tls_versions(host):
+    assert_https_site(host, "hello.test")
+
+
+def test_acme_challenge_served_on_port_80(host):
+    args = "-H 'Host: www.hello.test' http://127.0.0.1/.well-known/acme-challenge/token-123"
+    assert status_of(host, args) == "200"
+    assert curl(host, args) == "token-123.thumbprint\n"
+
+
+def test_server_header_has_no_version(host):
+    assert header_values(headers_of(host, f"{HTTPS}/"), "server") == ["apache"]
+
+
+def test_unknown_host_is_refused(host):
+    assert status_of(host, "-H 'Host: unknown.test' http://127.0.0.1/") == "403"
+
+
+def test_static_file_served_by_apache(host):
+    assert curl(host, f"{HTTPS}/static/site.css") == "body { color: #123456; }\n"
+    headers = headers_of(host, f"{HTTPS}/static/site.css")
+    assert header_values(headers, "cache-control") == ["public, max-age=2592000"]
+    assert header_values(headers, "content-type") == ["text/css"]
+
+
+def test_hygiene(host):
+    modules = host.check_output("apache2ctl -M 2>/dev/null")
+    assert "mpm_event_module" in modules and "wsgi_module" in modules
+    for absent in ("autoindex_module", "cgi_module", "cgid_module", "dav_module", "status_module"):
+        assert absent not in modules
+    assert not host.file("/etc/apache2/sites-enabled/000-default.conf").exists
+    for path in ("/etc/apache2/sites-available/hello.conf", "/etc/apache2/conf-available/hardening.conf"):
+        assert "Ansible managed" in host.file(path).content_string, path
+    key = host.file("/etc/ssl/apache-modwsgi/hello.key")
+    assert (key.user, key.mode) == ("root", 0o600)
+
+
+@pytest.mark.skipif(MODE != "daemon", reason="daemon mode only")
+def test_touching_wsgi_script_restarts_daemon_without_failures(host):
+    assert wait_for(lambda: serving(host), timeout=30)
+    before = daemon_pids(host)
+    assert len(before) == 2
+    report = request_loop(host, "hello.test", count=2000, trigger_after=300,
+                          action="touch /srv/hello/app.py", port=443, tls=True)
+    assert report["failures"] == 0, report
+    assert report["requests"] == 2000, report
+    after = wait_for(lambda: (pids := daemon_pids(host)) and not pids & before and pids, timeout=30)
+    assert after and not after & before, (before, after)
+
+
+def test_broken_extra_config_keeps_previous_site(host):
+    site = "/etc/apache2/sites-available/hello.conf"
+    before = host.file(site).sha256sum
+    inputs = scenario_group_vars()
+    inputs["apache_modwsgi_sites"][0]["extra_config"] = "ThisIsNotADirective on"
+    result = run_playbook("converge.yml", extra_vars=inputs, limit=host.backend.get_hostname())
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "Invalid command 'ThisIsNotADirective'" in text, text
+    assert "previous files are back in place" in text, text
+    assert host.file(site).sha256sum == before
+    assert host.run("apache2ctl configtest").rc == 0
+    assert serving(host), journal(host, "apache2")
+
+
+def test_virtualenv_from_another_python_is_refused(host):
+    inputs = scenario_group_vars()
+    inputs["apache_modwsgi_sites"][0]["python_home"] = "/srv/hello/othervenv"
+    before = host.file("/etc/apache2/sites-available/hello.conf").sha256sum
+    result = run_playbook("converge.yml", extra_vars=inputs, limit=host.backend.get_hostname())
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "was made with Python 3.9, but mod_wsgi is built for Python 3." in text, text
+    assert host.file("/etc/apache2/sites-available/hello.conf").sha256sum == before
+    assert serving(host)
+
+
+def _with(**changes) -> dict:
+    sites = scenario_group_vars()["apache_modwsgi_sites"]
+    sites[0].update(changes)
+    return {"apache_modwsgi_sites": sites}
+
+
+BAD_INPUTS = {
+    "https without certificate": (_with(tls_self_signed=False), "there is no certificate"),
+    "daemon mode without user": (_with(mode="daemon", user=None), "user is required in daemon mode"),
+    "unknown mode": (_with(mode="threaded"), "threaded"),
+    "two embedded sites, two virtualenvs": (
+        {"apache_modwsgi_sites": [
+            dict(SITE, name="a", mode="embedded", python_home="/srv/a/venv"),
+            dict(SITE, name="b", mode="embedded", python_home="/srv/b/venv", server_name="b.test"),
+        ]},
+        "use different python_home/python_path values",
+    ),
+    "wrong type": (_with(processes="many"), "processes"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_fails_before_any_change(case):
+    bad, message = BAD_INPUTS[case]
+    if case == "daemon mode without user":
+        bad["apache_modwsgi_sites"][0].pop("user")
+    assert_refused_before_change(molecule_hosts(), bad, message, "apache_modwsgi_sites", ["/etc/apache2"])
