@@ -224,3 +224,35 @@ def assert_https_site(host, name: str, hsts: str = "max-age=63072000; includesub
     assert header_values(headers, "x-frame-options") == ["deny"]
     for flag, accepted in (("-tls1", False), ("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
         assert tls_handshake(host, flag, name) == accepted, flag
+
+
+# --- certificates (Pebble is the ACME server in the tests) ------------------------------
+
+def served_chain(host, name: str) -> str:
+    """The certificates the web server on 443 sends for `name`, PEM, leaf first."""
+    return host.check_output(
+        f"echo | openssl s_client -connect 127.0.0.1:443 -servername {name} -showcerts 2>/dev/null"
+        " | sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p'"
+    )
+
+
+def leaf_field(host, pem_file: str, option: str) -> str:
+    return host.check_output(f"openssl x509 -in {pem_file} -noout {option}")
+
+
+def save_served_chain(host, name: str) -> None:
+    chain = served_chain(host, name)
+    host.check_output(f"cat > /tmp/served.pem <<'EOF'\n{chain}\nEOF")
+    host.check_output("openssl x509 -in /tmp/served.pem -out /tmp/leaf.pem")
+
+
+def pebble_root(host) -> None:
+    # The issuing root changes at each Pebble start: fetch it from the management port.
+    host.check_output("curl -sf --cacert /etc/pebble/cert.pem https://localhost:15000/roots/0 -o /tmp/pebble-root.pem")
+
+
+def restart_pebble(host) -> None:
+    """Start Pebble again. It keeps accounts in memory, so certbot's stored account is gone with
+    the old process: remove it, and certbot registers a new one."""
+    host.check_output("systemctl start pebble && rm -rf /etc/letsencrypt/accounts/*")
+    assert wait_for(lambda: host.run("curl -sf --cacert /etc/pebble/cert.pem https://localhost:14000/dir").rc == 0, 30)

@@ -6,11 +6,15 @@ import pytest
 from wsgistack_testlib import (
     assert_refused_before_change,
     curl,
+    leaf_field,
     molecule_host_names,
     molecule_hosts,
     output,
+    pebble_root,
     recap,
+    restart_pebble,
     run_playbook,
+    save_served_chain,
     scenario_group_vars,
     status_of,
     wait_for,
@@ -19,36 +23,6 @@ from wsgistack_testlib import (
 testinfra_hosts = molecule_host_names()
 
 CA_ENV = "REQUESTS_CA_BUNDLE=/etc/pebble/cert.pem"
-
-
-def served_chain(host, name: str) -> str:
-    """The certificates nginx sends for `name`, PEM, leaf first."""
-    return host.check_output(
-        f"echo | openssl s_client -connect 127.0.0.1:443 -servername {name} -showcerts 2>/dev/null"
-        " | sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p'"
-    )
-
-
-def leaf_field(host, pem_file: str, option: str) -> str:
-    return host.check_output(f"openssl x509 -in {pem_file} -noout {option}")
-
-
-def save_served_chain(host, name: str) -> None:
-    chain = served_chain(host, name)
-    host.check_output(f"cat > /tmp/served.pem <<'EOF'\n{chain}\nEOF")
-    host.check_output("openssl x509 -in /tmp/served.pem -out /tmp/leaf.pem")
-
-
-def pebble_root(host) -> None:
-    # The issuing root changes at each Pebble start: fetch it from the management port.
-    host.check_output("curl -sf --cacert /etc/pebble/cert.pem https://localhost:15000/roots/0 -o /tmp/pebble-root.pem")
-
-
-def restart_pebble(host) -> None:
-    """Start Pebble again. It keeps accounts in memory, so certbot's stored account is gone with
-    the old process: remove it, and certbot registers a new one."""
-    host.check_output("systemctl start pebble && rm -rf /etc/letsencrypt/accounts/localhost:14000")
-    assert wait_for(lambda: host.run("curl -sf --cacert /etc/pebble/cert.pem https://localhost:14000/dir").rc == 0, 30)
 
 
 def nginx_master(host) -> str:
@@ -111,44 +85,79 @@ def test_forced_renewal_is_served_after_a_reload(host):
     assert nginx_master(host) == master, "nginx was restarted instead of reloaded"
 
 
-def test_unchanged_inputs_contact_nothing(host):
+# The tests below re-converge; each runs one playbook against every instance at once.
+
+
+def test_unchanged_inputs_contact_nothing():
     """With Pebble stopped, a converge with the same inputs still passes: nothing was asked of it."""
-    host.check_output("systemctl stop pebble")
+    hosts = molecule_hosts()
+    for host in hosts:
+        host.check_output("systemctl stop pebble")
     try:
-        result = run_playbook("converge.yml", limit=host.backend.get_hostname())
+        result = run_playbook("converge.yml")
         assert result.returncode == 0, output(result)
-        assert recap(result)[host.backend.get_hostname()]["changed"] == 0, output(result)
+        assert all(c["changed"] == 0 for c in recap(result).values()), output(result)
     finally:
-        restart_pebble(host)
+        for host in hosts:
+            restart_pebble(host)
 
 
-def test_adding_a_domain_expands_the_certificate(host):
+def test_adding_a_domain_expands_the_certificate():
     inputs = scenario_group_vars()
     inputs["certbot_certificates"][0]["domains"].append("api.hello.test")
     inputs["nginx_uwsgi_sites"][0]["server_names"].append("api.hello.test")
-    result = run_playbook("converge.yml", extra_vars=inputs, limit=host.backend.get_hostname())
+    result = run_playbook("converge.yml", extra_vars=inputs)
     assert result.returncode == 0, output(result)
-    save_served_chain(host, "api.hello.test")
-    san = leaf_field(host, "/tmp/leaf.pem", "-ext subjectAltName")
-    assert {"DNS:hello.test", "DNS:www.hello.test", "DNS:api.hello.test"} <= set(san.replace(",", " ").split())
+    for host in molecule_hosts():
+        save_served_chain(host, "api.hello.test")
+        san = leaf_field(host, "/tmp/leaf.pem", "-ext subjectAltName")
+        assert {"DNS:hello.test", "DNS:www.hello.test", "DNS:api.hello.test"} <= set(san.replace(",", " ").split())
 
 
-def test_acme_server_down_fails_with_reason_and_keeps_certificate(host):
-    save_served_chain(host, "hello.test")
-    before = leaf_field(host, "/tmp/leaf.pem", "-serial")
+def test_acme_server_down_fails_with_reason_and_keeps_certificate():
+    hosts = molecule_hosts()
+    before = {}
+    for host in hosts:
+        save_served_chain(host, "hello.test")
+        before[host] = leaf_field(host, "/tmp/leaf.pem", "-serial")
+        host.check_output("systemctl stop pebble")
     inputs = scenario_group_vars()
     inputs["certbot_certificates"][0]["domains"].append("new.hello.test")
-    host.check_output("systemctl stop pebble")
     try:
-        result = run_playbook("converge.yml", extra_vars=inputs, limit=host.backend.get_hostname())
+        result = run_playbook("converge.yml", extra_vars=inputs)
     finally:
-        restart_pebble(host)
+        for host in hosts:
+            restart_pebble(host)
     text = output(result)
     assert result.returncode != 0, text
+    assert all(c["failed"] == 1 for c in recap(result).values()), text
     assert "Obtain certificates with certbot" in text and "Connection refused" in text, text
-    save_served_chain(host, "hello.test")
-    assert leaf_field(host, "/tmp/leaf.pem", "-serial") == before
-    assert curl(host, "--resolve hello.test:443:127.0.0.1 https://hello.test/x") == "app:/x"
+    for host in hosts:
+        save_served_chain(host, "hello.test")
+        assert leaf_field(host, "/tmp/leaf.pem", "-serial") == before[host]
+        assert curl(host, "--resolve hello.test:443:127.0.0.1 https://hello.test/x") == "app:/x"
+
+
+def test_moving_to_another_acme_server_replaces_the_certificate():
+    """Like staging -> production: the same Pebble under another directory URL is another server."""
+    hosts = molecule_hosts()
+    before = {}
+    for host in hosts:
+        save_served_chain(host, "hello.test")
+        before[host] = leaf_field(host, "/tmp/leaf.pem", "-serial")
+    inputs = scenario_group_vars()
+    inputs["certbot_acme_server"] = "https://127.0.0.1:14000/dir"
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs)
+        assert result.returncode == 0, output(result)
+        assert "ACME server https://localhost:14000/dir -> https://127.0.0.1:14000/dir" in output(result)
+        for host in hosts:
+            assert "server = https://127.0.0.1:14000/dir" in host.file("/etc/letsencrypt/renewal/hello.conf").content_string
+            save_served_chain(host, "hello.test")
+            assert leaf_field(host, "/tmp/leaf.pem", "-serial") != before[host]
+    finally:
+        # Back to the scenario's server, so later tests start from the converged state.
+        assert run_playbook("converge.yml").returncode == 0
 
 
 BAD_INPUTS = {
