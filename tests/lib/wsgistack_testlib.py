@@ -256,3 +256,37 @@ def restart_pebble(host) -> None:
     the old process: remove it, and certbot registers a new one."""
     host.check_output("systemctl start pebble && rm -rf /etc/letsencrypt/accounts/*")
     assert wait_for(lambda: host.run("curl -sf --cacert /etc/pebble/cert.pem https://localhost:14000/dir").rc == 0, 30)
+
+
+def assert_served_certificate_from_pebble(host, name: str, domains: list[str]) -> None:
+    """The certificate served for `name` verifies against Pebble's root and names `domains`."""
+    pebble_root(host)
+    save_served_chain(host, name)
+    verify = host.run("openssl verify -CAfile /tmp/pebble-root.pem -untrusted /tmp/served.pem /tmp/leaf.pem")
+    assert verify.rc == 0 and "/tmp/leaf.pem: OK" in verify.stdout, verify.stdout + verify.stderr
+    san = set(leaf_field(host, "/tmp/leaf.pem", "-ext subjectAltName").replace(",", " ").split())
+    assert {f"DNS:{domain}" for domain in domains} <= san, san
+    status = curl(host, f"-o /dev/null -w '%{{http_code}}' --resolve {name}:443:127.0.0.1 "
+                        f"--cacert /tmp/pebble-root.pem https://{name}/")
+    assert status == "200"
+
+
+def assert_forced_renewal_served_after_reload(host, cert_name: str, name: str, service: str) -> None:
+    """`certbot renew --force-renewal`, run with the certbot.service environment the timer uses,
+    gives a new serial that the web server serves while its main process stays (a reload)."""
+    environment = host.check_output("systemctl show certbot.service -p Environment --value")
+    assert "REQUESTS_CA_BUNDLE=" in environment
+    save_served_chain(host, name)
+    old_serial = leaf_field(host, "/tmp/leaf.pem", "-serial")
+    main_pid = host.check_output(f"systemctl show -p MainPID --value {service}").strip()
+    result = host.run(f"env {environment} certbot renew --force-renewal --no-random-sleep-on-renew --cert-name {cert_name}")
+    assert result.rc == 0, result.stdout + result.stderr
+
+    def new_serial():
+        save_served_chain(host, name)
+        serial = leaf_field(host, "/tmp/leaf.pem", "-serial")
+        return serial if serial != old_serial else None
+
+    assert wait_for(new_serial, timeout=15), f"{service} still serves the old certificate"
+    assert host.check_output(f"systemctl show -p MainPID --value {service}").strip() == main_pid, (
+        f"{service} was restarted instead of reloaded")

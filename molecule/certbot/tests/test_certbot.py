@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from wsgistack_testlib import (
+    assert_forced_renewal_served_after_reload,
     assert_refused_before_change,
+    assert_served_certificate_from_pebble,
     curl,
     leaf_field,
     molecule_host_names,
@@ -16,8 +18,6 @@ from wsgistack_testlib import (
     run_playbook,
     save_served_chain,
     scenario_group_vars,
-    status_of,
-    wait_for,
 )
 
 testinfra_hosts = molecule_host_names()
@@ -25,18 +25,8 @@ testinfra_hosts = molecule_host_names()
 CA_ENV = "REQUESTS_CA_BUNDLE=/etc/pebble/cert.pem"
 
 
-def nginx_master(host) -> str:
-    return host.check_output("systemctl show -p MainPID --value nginx").strip()
-
-
 def test_served_certificate_chains_to_pebble_root(host):
-    pebble_root(host)
-    save_served_chain(host, "hello.test")
-    verify = host.run("openssl verify -CAfile /tmp/pebble-root.pem -untrusted /tmp/served.pem /tmp/leaf.pem")
-    assert verify.rc == 0 and "/tmp/leaf.pem: OK" in verify.stdout, verify.stdout + verify.stderr
-    san = leaf_field(host, "/tmp/leaf.pem", "-ext subjectAltName")
-    assert "DNS:hello.test" in san and "DNS:www.hello.test" in san
-    assert status_of(host, "--resolve hello.test:443:127.0.0.1 --cacert /tmp/pebble-root.pem https://hello.test/") == "200"
+    assert_served_certificate_from_pebble(host, "hello.test", ["hello.test", "www.hello.test"])
 
 
 def test_stable_paths_point_at_issued_certificate(host):
@@ -67,22 +57,8 @@ def test_timer_enabled_and_no_cron(host):
 
 
 def test_forced_renewal_is_served_after_a_reload(host):
-    # Renew with exactly the environment the scheduled renewals get from the unit.
-    environment = host.check_output("systemctl show certbot.service -p Environment --value")
-    assert CA_ENV in environment
-    save_served_chain(host, "hello.test")
-    old_serial = leaf_field(host, "/tmp/leaf.pem", "-serial")
-    master = nginx_master(host)
-    result = host.run(f"env {environment} certbot renew --force-renewal --no-random-sleep-on-renew --cert-name hello")
-    assert result.rc == 0, result.stdout + result.stderr
-
-    def new_serial():
-        save_served_chain(host, "hello.test")
-        serial = leaf_field(host, "/tmp/leaf.pem", "-serial")
-        return serial if serial != old_serial else None
-
-    assert wait_for(new_serial, timeout=15), "nginx still serves the old certificate"
-    assert nginx_master(host) == master, "nginx was restarted instead of reloaded"
+    assert CA_ENV in host.check_output("systemctl show certbot.service -p Environment --value")
+    assert_forced_renewal_served_after_reload(host, "hello", "hello.test", "nginx")
 
 
 # The tests below re-converge; each runs one playbook against every instance at once.
