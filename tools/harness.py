@@ -348,7 +348,8 @@ def _step(name: str, cmd: list[str], results: list) -> bool:
 def run_lint(results: list) -> None:
     _step("yamllint", [venv_bin("yamllint"), "--strict", "."], results)
     _step("ansible-lint", [venv_bin("ansible-lint")], results)
-    _step("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", "tools", "tests", "molecule"], results)
+    python_dirs = ["tools", "tests", "molecule", "plugins", "roles", "examples"]
+    _step("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs], results)
 
 
 def run_unit(results: list) -> None:

@@ -38,9 +38,11 @@ def scenario_playbook(playbook: str) -> Path:
 
 
 def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | None = None,
-                 check: bool = False) -> subprocess.CompletedProcess:
+                 check: bool = False, verbose: bool = False) -> subprocess.CompletedProcess:
     """Run a playbook of the scenario against its instances and return the result."""
     cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(scenario_playbook(playbook))]
+    if verbose:
+        cmd.append("-v")
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if limit:

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path
+from notes import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("hello", views.hello, name="hello"),
+    path("db", views.db, name="db"),
+    path("health/", views.health, name="health"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,32 @@
+from django.db import connection
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+from mysite.version import VERSION
+
+from .models import Note
+
+
+@require_GET
+def index(request):
+    notes = Note.objects.order_by("-created")[:20]
+    return render(request, "notes/index.html", {"notes": notes, "version": VERSION})
+
+
+@require_GET
+def hello(request):
+    return HttpResponse("ok", content_type="text/plain")
+
+
+@require_GET
+def db(request):
+    return HttpResponse(str(Note.objects.count()), content_type="text/plain")
+
+
+@require_GET
+def health(request):
+    """200 when the code loads and the database answers; the deploy checks this page."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return HttpResponse(f"ok {VERSION}", content_type="text/plain")

@@ -1,0 +1,3 @@
+"""Release marker shown on the home page."""
+
+VERSION = "2"
