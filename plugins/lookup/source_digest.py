@@ -7,8 +7,8 @@ name: source_digest
 author: wsgistack maintainers
 short_description: Digest of a directory tree's names, modes and contents
 description:
-  - Returns the SHA-256 (hex) of every file under a directory on the controller: relative
-    path, executable bit, symlink target and content, walked in sorted order.
+  - Returns the SHA-256 (hex) of every file under a directory on the controller, covering the
+    relative path, executable bit, symlink target and content, walked in sorted order.
   - File times are ignored, so a fresh checkout of the same code gives the same digest.
     The django_app role uses it as the release id of a directory source.
 options:
