@@ -60,6 +60,9 @@ def test_release_serves_its_page_from_the_database_with_static_css(host):
         f"curl -sk -o /dev/null -D - --resolve mysite.test:443:127.0.0.1 https://mysite.test{css.group(1)}"
     ).lower()
     assert "cache-control: max-age=2592000" in headers
+    page_headers = host.check_output("curl -sk -o /dev/null -D - --resolve mysite.test:443:127.0.0.1 https://mysite.test/").lower()
+    assert page_headers.count("strict-transport-security:") == 1, page_headers
+    assert page_headers.count("x-frame-options:") == 1, page_headers
     assert current(host).startswith(f"{ROOT}/releases/")
 
 
