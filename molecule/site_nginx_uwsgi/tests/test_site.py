@@ -1,0 +1,124 @@
+"""site.yml for one stack (the scenario's wsgistack_stack): the example project over HTTPS,
+code-only releases with playbooks/deploy.yml, and the production rules (nginx scenario)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from wsgistack_testlib import (
+    assert_refused_before_change,
+    molecule_host_names,
+    molecule_hosts,
+    output,
+    recap,
+    run_playbook,
+    scenario_group_vars,
+)
+
+testinfra_hosts = molecule_host_names()
+
+INPUTS = scenario_group_vars()
+STACK = INPUTS["wsgistack_stack"]
+ROOT = "/srv/mysite"
+DEPLOY = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "deploy.yml")
+
+
+def get(host, url: str) -> tuple[str, str]:
+    result = host.run(f"curl -sk --max-time 10 --resolve mysite.test:443:127.0.0.1 -w '\\n%{{http_code}}' https://mysite.test{url}")
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+def headers(host, url: str) -> str:
+    return host.check_output(f"curl -sk -o /dev/null -D - --resolve mysite.test:443:127.0.0.1 https://mysite.test{url}").lower()
+
+
+def current(host) -> str:
+    return host.check_output(f"readlink {ROOT}/current")
+
+
+def test_site_answers_over_https_with_its_static_css(host):
+    status, body = get(host, "/")
+    assert status == "200" and "release 1" in body, body
+    css = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', body).group(1)
+    status, stylesheet = get(host, css)
+    assert status == "200" and "#1d3557" in stylesheet
+    assert "max-age=2592000" in headers(host, css)
+    page = headers(host, "/")
+    assert page.count("strict-transport-security:") == 1, page
+    assert ("server: nginx" if STACK == "nginx_uwsgi" else "server: apache") in page
+    plain = host.run("curl -s -o /dev/null -w '%{http_code}' --resolve mysite.test:80:127.0.0.1 http://mysite.test/")
+    assert plain.stdout == "301"
+
+
+def test_admin_login_page(host):
+    status, body = get(host, "/admin/login/")
+    assert status == "200" and "Django administration" in body
+
+
+def test_app_runs_where_the_stack_puts_it(host):
+    if STACK == "nginx_uwsgi":
+        users = host.check_output("ps -o user= -C uwsgi-core | sort -u").split()
+        assert users == ["mysite"], users
+    elif STACK == "apache_daemon":
+        daemons = host.check_output("ps -eo user:20,args | grep '[(]wsgi:mysite' || true").splitlines()
+        assert daemons and all(line.split()[0] == "mysite" for line in daemons), daemons
+    else:
+        # Embedded: the app runs inside Apache's children, as www-data, which owns its data.
+        assert host.check_output("ps -eo args | grep -c '[(]wsgi:' || true").strip() == "0"
+        assert host.file(f"{ROOT}/shared/data/db.sqlite3").user == "www-data"
+
+
+@pytest.fixture(scope="module")
+def v2_deploy():
+    hosts = molecule_hosts()
+    for h in hosts:
+        h.check_output(f"{ROOT}/bin/manage shell -c \"from notes.models import Note; Note.objects.create(text='before v2')\"")
+    before = {h.backend.host: current(h) for h in hosts}
+    v2 = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
+    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
+    return hosts, before, result, v2
+
+
+def test_code_only_deploy_switches_to_the_new_release(v2_deploy):
+    hosts, before, result, _ = v2_deploy
+    text = output(result)
+    assert result.returncode == 0, text
+    # No package, web server or certificate work.
+    assert "Install venv support" not in text
+    assert not re.search(r"wsgistack\.django\.(nginx_uwsgi|apache_modwsgi|supervisor|certbot) :", text)
+    for h in hosts:
+        assert current(h) != before[h.backend.host]
+        status, body = get(h, "/")
+        assert status == "200" and "release 2" in body and "before v2" in body, body
+
+
+def test_code_only_deploy_again_changes_nothing(v2_deploy):
+    *_, v2 = v2_deploy
+    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
+    assert result.returncode == 0, output(result)
+    assert all(c["changed"] == 0 for c in recap(result).values()), output(result)
+
+
+PROD = {"django_app_environment_name": "prod"}
+PROD_CERTBOT = PROD | {"wsgistack_tls": "certbot", "certbot_acme_server": "production",
+                       "certbot_email": "ops@mysite.test", "certbot_agree_tos": True}
+PRODUCTION_RULES = [
+    (PROD, "set wsgistack_tls: certbot", "wsgistack_tls"),
+    (PROD_CERTBOT | {"certbot_acme_server": "https://acme-staging-v02.api.letsencrypt.org/directory"},
+     "points at a staging server", "certbot_acme_server"),
+    (PROD_CERTBOT | {"django_app_debug": True}, "django_app_debug must be false", "django_app_debug"),
+    (PROD_CERTBOT | {"django_app_secret_key": "x" * 20}, "at least 50 characters", "django_app_secret_key"),
+]
+
+
+@pytest.mark.skipif(STACK != "nginx_uwsgi", reason="the rules do not depend on the stack; checked once")
+@pytest.mark.parametrize("case", PRODUCTION_RULES, ids=[c[2] for c in PRODUCTION_RULES])
+def test_production_rule_refuses_before_any_change(case):
+    bad, message, variable = case
+    assert_refused_before_change(
+        molecule_hosts(), bad, message, variable, [f"{ROOT}/shared/config", "/etc/nginx", "/etc/ssl"], state=current,
+    )
