@@ -1,7 +1,7 @@
 # Every target goes through tools/harness.py, which sets up what it needs first.
 PYTHON ?= python3
 
-.PHONY: test setup engine images lint unit molecule
+.PHONY: test setup engine images lint unit molecule package demo demo-down
 
 test:  ## setup + engine + images, then lint, unit tests and every Molecule scenario
 	$(PYTHON) tools/harness.py test
@@ -23,3 +23,12 @@ unit:  ## pytest unit tests, no containers
 
 molecule:  ## one or more scenarios: make molecule SCENARIO="supervisor"
 	$(PYTHON) tools/harness.py molecule $(SCENARIO)
+
+package:  ## build the collection, install it offline elsewhere, converge a container with its site playbook
+	$(PYTHON) tools/harness.py package
+
+demo:  ## the example site on a local systemd container, proven over HTTPS (run again: nothing changes)
+	$(PYTHON) tools/harness.py demo
+
+demo-down:  ## remove the demo container
+	$(PYTHON) tools/harness.py demo-down

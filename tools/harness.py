@@ -361,6 +361,148 @@ def run_molecule(names: list[str], results: list) -> None:
         _step(f"molecule {name}", [venv_bin("molecule"), "test", "-s", name], results)
 
 
+# --------------------------------------------------------------------------- demo and package
+
+DEMO_CONTAINER = "wsgistack-demo"
+PACKAGE_CONTAINER = "wsgistack-pkgtest"
+PACKAGE_DIR = STATE_DIR / "package-test"
+# The same systemd flags as the Molecule platforms (.config/molecule/config.yml).
+SYSTEMD_FLAGS = [
+    "--cap-add", "SYS_ADMIN", "--cgroupns", "host", "--security-opt", "seccomp=unconfined",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+]
+
+
+def start_target(name: str, image: str = f"{SYSTEMD_REPO}:debian12", publish: list[str] | None = None) -> None:
+    """A systemd container to converge, started unless it already runs."""
+    state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
+    if state.returncode == 0 and state.stdout.strip() == "true":
+        log(f"{name} is running")
+        return
+    if state.returncode == 0:
+        run(["docker", "rm", "-f", name], stdout=subprocess.DEVNULL)
+    ports = [arg for mapping in (publish or []) for arg in ("-p", mapping)]
+    log(f"Starting {name} from {image}")
+    run(["docker", "run", "-d", "--name", name, "--hostname", name, *SYSTEMD_FLAGS, *ports, image, "/lib/systemd/systemd"],
+        stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        probe = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"], capture_output=True, text=True)
+        if probe.stdout.strip() in ("running", "degraded"):
+            return
+        time.sleep(1)
+    raise HarnessError(f"systemd in {name} did not come up within 60 s (docker logs {name})")
+
+
+def stop_target(name: str) -> None:
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def converge(inventory: Path, playbook: str, cwd: Path, env: dict[str, str]) -> tuple[float, dict[str, int]]:
+    """Run a playbook; return its duration and the summed PLAY RECAP counters."""
+    import re
+
+    log(f"ansible-playbook -i {inventory} {playbook}")
+    started = time.monotonic()
+    proc = subprocess.run(["ansible-playbook", "-i", str(inventory), playbook], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.monotonic() - started
+    print(proc.stdout[-4000:] if proc.returncode == 0 else proc.stdout)
+    if proc.returncode != 0:
+        raise HarnessError(f"the playbook failed (exit {proc.returncode}); see the output above")
+    totals: dict[str, int] = {}
+    for line in re.findall(r"^\S+\s+:\s+(ok=.*)$", proc.stdout, re.M):
+        for key, value in re.findall(r"(\w+)=(\d+)", line):
+            totals[key] = totals.get(key, 0) + int(value)
+    return seconds, totals
+
+
+def https_answer(container: str, name: str, path: str = "/") -> tuple[str, str]:
+    """Status and body of an HTTPS request made inside the container, with the site's name as SNI."""
+    proc = subprocess.run(
+        ["docker", "exec", container, "curl", "-sk", "--max-time", "10", "--resolve", f"{name}:443:127.0.0.1",
+         "-w", "\n%{http_code}", f"https://{name}{path}"], capture_output=True, text=True)
+    body, _, status = proc.stdout.rpartition("\n")
+    return status, body
+
+
+def run_demo() -> None:
+    """The example site on a local container, converged with the local inventory."""
+    start_target(DEMO_CONTAINER, publish=["127.0.0.1:8443:443"])
+    env = tool_env()
+    seconds, totals = converge(ROOT / "inventories" / "local", "site.yml", ROOT, env)
+    status, body = https_answer(DEMO_CONTAINER, "mysite.localhost")
+    if status != "200":
+        raise HarnessError(f"the site answered {status or 'nothing'} over HTTPS:\n{body[:2000]}")
+    print("\n" + "=" * 60)
+    print(f"converged in {seconds:.0f} s: {totals.get('changed', 0)} changed tasks, {totals.get('failed', 0)} failed")
+    print(f"https://mysite.localhost/ inside {DEMO_CONTAINER} answered {status}:")
+    print("\n".join(body.strip().splitlines()[:14]))
+    print("\nFrom this machine: https://mysite.localhost:8443/ (self-signed certificate).")
+    print("Tear down with: make demo-down")
+
+
+def build_and_install_collection(target: Path) -> Path:
+    """ansible-galaxy collection build, then an offline install into target."""
+    dist = STATE_DIR / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    dist.mkdir(parents=True)
+    env = tool_env()
+    run([venv_bin("ansible-galaxy"), "collection", "build", "--output-path", str(dist), str(ROOT)], env=env,
+        stdout=subprocess.DEVNULL)
+    tarball = next(dist.glob("wsgistack-django-*.tar.gz"))
+    shutil.rmtree(target, ignore_errors=True)
+    run([venv_bin("ansible-galaxy"), "collection", "install", "--offline", "--no-deps", "-p", str(target), str(tarball)],
+        env=env, stdout=subprocess.DEVNULL)
+    return tarball
+
+
+PACKAGE_PLAYBOOK = """---
+- name: The site, from the installed collection
+  ansible.builtin.import_playbook: wsgistack.django.site
+"""
+
+
+def run_package_test() -> None:
+    """The built tarball installs offline elsewhere and its site playbook converges a container."""
+    shutil.rmtree(PACKAGE_DIR, ignore_errors=True)
+    inventory = PACKAGE_DIR / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    tarball = build_and_install_collection(PACKAGE_DIR / "collections")
+    log(f"Installed {tarball.name} into {PACKAGE_DIR / 'collections'}")
+    (PACKAGE_DIR / "site.yml").write_text(PACKAGE_PLAYBOOK)
+    (inventory / "hosts.yml").write_text(
+        f"---\nweb:\n  hosts:\n    {PACKAGE_CONTAINER}:\n      ansible_connection: community.docker.docker\n")
+    local = (ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml").read_text()
+    source = str(ROOT / "examples" / "mysite")
+    (inventory / "group_vars" / "all" / "main.yml").write_text(
+        local.replace('"{{ inventory_dir }}/../../examples/mysite"', f'"{source}"'))
+    env = tool_env()
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(PACKAGE_DIR / "collections")
+    env.pop("ANSIBLE_CONFIG", None)
+    start_target(PACKAGE_CONTAINER)
+    try:
+        seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
+        status, body = https_answer(PACKAGE_CONTAINER, "mysite.localhost")
+        if status != "200" or "release 1" not in body:
+            raise HarnessError(f"the packaged site answered {status or 'nothing'}:\n{body[:2000]}")
+        log(f"packaged collection converged in {seconds:.0f} s; HTTPS answered {status}")
+    finally:
+        stop_target(PACKAGE_CONTAINER)
+
+
+def _callable_step(name: str, func, results: list) -> None:
+    log(name)
+    started = time.monotonic()
+    try:
+        func()
+        ok = True
+    except (HarnessError, subprocess.CalledProcessError) as exc:
+        log(f"{name} FAILED: {exc}")
+        ok = False
+    results.append((name, ok, time.monotonic() - started))
+
+
 def report(results: list, started: float) -> int:
     print("\n" + "=" * 60)
     print(f"{'step':<40} {'result':<8} {'seconds':>8}")
@@ -385,7 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("unit", help="pytest unit tests (no containers)")
     mol = sub.add_parser("molecule", help="molecule test for the given scenarios (default: all)")
     mol.add_argument("scenario", nargs="*")
-    sub.add_parser("test", help="setup, engine, images, lint, unit tests and every Molecule scenario")
+    sub.add_parser("package", help="build the collection, install it offline elsewhere and converge a container with it")
+    sub.add_parser("demo", help="the example site on a local container (inventories/local), checked over HTTPS")
+    sub.add_parser("demo-down", help="remove the demo container")
+    sub.add_parser("test", help="setup, engine, images, lint, unit tests, every Molecule scenario and the package test")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -401,7 +546,16 @@ def main(argv: list[str] | None = None) -> int:
             ensure_engine()
             ensure_images(args.extra)
             return 0
+        if args.command == "demo-down":
+            stop_target(DEMO_CONTAINER)
+            log(f"{DEMO_CONTAINER} removed")
+            return 0
         ensure_venv()
+        if args.command == "demo":
+            ensure_engine()
+            ensure_images()
+            run_demo()
+            return 0
         if args.command in ("lint", "test"):
             run_lint(results)
         if args.command in ("unit", "test"):
@@ -410,6 +564,10 @@ def main(argv: list[str] | None = None) -> int:
             ensure_engine()
             ensure_images()
             run_molecule(getattr(args, "scenario", None) or scenarios(), results)
+        if args.command in ("package", "test"):
+            ensure_engine()
+            ensure_images()
+            _callable_step("package: build, offline install, converge", run_package_test, results)
     except HarnessError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
