@@ -452,8 +452,11 @@ def build_and_install_collection(target: Path) -> Path:
         stdout=subprocess.DEVNULL)
     tarball = next(dist.glob("wsgistack-django-*.tar.gz"))
     shutil.rmtree(target, ignore_errors=True)
-    run([venv_bin("ansible-galaxy"), "collection", "install", "--offline", "--no-deps", "-p", str(target), str(tarball)],
-        env=env, stdout=subprocess.DEVNULL)
+    # --force: the checkout itself is installed for the repository's own ansible.cfg.
+    run([venv_bin("ansible-galaxy"), "collection", "install", "--offline", "--no-deps", "--force", "-p", str(target),
+         str(tarball)], env=env, cwd=target.parent, stdout=subprocess.DEVNULL)
+    if not (target / "ansible_collections" / "wsgistack" / "django" / "playbooks" / "site.yml").is_file():
+        raise HarnessError(f"{tarball.name} did not install into {target}")
     return tarball
 
 
