@@ -1,0 +1,110 @@
+"""django_app: the environment file reads back the same in sh and in the WSGI entry; release ids
+and virtualenv digests depend on content only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from test_templates import render
+
+TRICKY = {
+    "DJANGO_SECRET_KEY": "k'ey\"with $HOME `id` \\ and # spaces=" + "x" * 40,
+    "API_TOKEN": "a b  c",
+    "EMPTY": "",
+}
+
+
+def facts(tmp_path):
+    return {
+        "django_app_name": "mysite",
+        "django_app_settings_module": "mysite.settings.production",
+        "django_app_secret_key": TRICKY["DJANGO_SECRET_KEY"],
+        "django_app_allowed_hosts": ["a.test", "b.test"],
+        "django_app_environment": {"EMPTY": ""},
+        "django_app_secret_environment": {"API_TOKEN": TRICKY["API_TOKEN"]},
+        "__django_app_database": {"engine": "postgresql", "name": "db", "user": "u", "password": "p'w\"d$", "host": "h",
+                                  "port": 5432, "conn_max_age": 60, "sslmode": "require"},
+        "__django_app_root": str(tmp_path),
+        "__django_app_config_dir": str(tmp_path),
+        "__django_app_wsgi_dir": str(tmp_path),
+        "__django_app_group": "mysite",
+        "__django_app_user": "mysite",
+    }
+
+
+@pytest.fixture
+def env_file(ansible_run, tmp_path):
+    text = render(ansible_run, tmp_path, "django_app", "config/app.env.j2", facts(tmp_path))
+    path = tmp_path / "app.env"
+    path.write_text(text)
+    return path
+
+
+def test_environment_file_reads_the_same_in_sh(env_file):
+    out = subprocess.run(["sh", "-c", f"set -a; . {env_file}; set +a; exec env -0"], capture_output=True, check=True,
+                         env={"PATH": os.environ["PATH"]}).stdout.decode()
+    values = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    for key, value in TRICKY.items():
+        assert values[key] == value
+    assert values["DJANGO_DB_PASSWORD"] == "p'w\"d$"
+    assert values["DJANGO_ALLOWED_HOSTS"] == "a.test,b.test"
+    assert values["DJANGO_DB_ENGINE"] == "django.db.backends.postgresql"
+
+
+def test_environment_file_reads_the_same_in_the_wsgi_entry(ansible_run, tmp_path, env_file, monkeypatch):
+    source = render(ansible_run, tmp_path, "django_app", "config/django_app_wsgi.py.j2", facts(tmp_path))
+    namespace: dict = {}
+    exec(compile(source.split("\n_load_environment()\n")[0], "django_app_wsgi.py", "exec"), namespace)
+    monkeypatch.setattr(os, "environ", {})
+    namespace["_load_environment"]()
+    for key, value in TRICKY.items():
+        assert os.environ[key] == value
+    assert os.environ["DJANGO_DB_PASSWORD"] == "p'w\"d$"
+    assert os.environ["DJANGO_STATIC_ROOT"] == os.path.join(str(tmp_path), "current", "_static")
+
+
+@pytest.fixture(scope="module")
+def tree_digest():
+    sys.path.insert(0, str(ROOT / "plugins" / "lookup"))
+    from source_digest import tree_digest
+
+    return lambda path: tree_digest(str(path), [".git", "__pycache__", "*.pyc"])
+
+
+def test_release_id_ignores_times_and_excluded_names_but_not_content(tmp_path, tree_digest):
+    project = tmp_path / "a"
+    shutil.copytree(ROOT / "examples" / "mysite", project, ignore=shutil.ignore_patterns("__pycache__"))
+    first = tree_digest(project)
+    copy = tmp_path / "b"
+    shutil.copytree(project, copy)  # new mtimes
+    os.utime(copy / "manage.py", (0, 0))
+    (copy / "__pycache__").mkdir()
+    (copy / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    assert tree_digest(copy) == first
+    (copy / "manage.py").chmod(0o644)
+    assert tree_digest(copy) != first, "the executable bit is part of a release"
+    (copy / "manage.py").chmod(0o755)
+    (copy / "mysite" / "version.py").write_text('VERSION = "2"\n')
+    assert tree_digest(copy) != first
+
+
+def requirements_digest(requirements: str, extra: str = "[]") -> str:
+    script = ROOT / "roles" / "django_app" / "files" / "requirements_digest.py"
+    return subprocess.run([sys.executable, str(script), requirements, extra], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_virtualenv_digest_follows_included_requirements(tmp_path):
+    for release in ("r1", "r2"):
+        shutil.copytree(ROOT / "examples" / "mysite" / "requirements", tmp_path / release / "requirements")
+    r1 = str(tmp_path / "r1" / "requirements" / "production.txt")
+    r2 = str(tmp_path / "r2" / "requirements" / "production.txt")
+    assert requirements_digest(r1) == requirements_digest(r2), "same files in another release: same virtualenv"
+    assert requirements_digest(r1) != requirements_digest(r1, '[["psycopg[binary]"], "", "", false]')
+    (tmp_path / "r2" / "requirements" / "base.txt").write_text("Django>=5.2,<5.3\nrequests\n")
+    assert requirements_digest(r1) != requirements_digest(r2), "a change in an included file rebuilds"
