@@ -180,6 +180,23 @@ def test_failed_check_after_switch_rolls_back(v2_deploy):
         assert status == "200" and body.startswith("ok 2")
 
 
+def test_git_source_release_is_the_commit(v2_deploy):
+    hosts = molecule_hosts()
+    source = {"type": "git", "repo": "file:///srv/git/mysite.git", "version": "main"}
+    result = run_playbook("converge.yml", extra_vars={"mysite_source": source})
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        commit = h.check_output("git --git-dir=/srv/git/mysite.git rev-parse main")
+        assert current(h) == f"{ROOT}/releases/{commit[:12]}"
+        status, body = get(h, "/")
+        assert status == "200" and "release 1" in body
+        # Releases beyond django_app_keep_releases (5) are gone; current and previous stay.
+        assert len(h.check_output(f"ls {ROOT}/releases").split()) <= 5
+    again = run_playbook("converge.yml", extra_vars={"mysite_source": source})
+    assert again.returncode == 0, output(again)
+    assert all(c["changed"] == 0 for c in recap(again).values()), output(again)
+
+
 BAD_INPUTS = [
     ({"django_app_debug": True}, "django_app_debug must be false", "django_app_debug"),
     ({"django_app_secret_key": "short-key"}, "at least 50 characters", "django_app_secret_key"),
