@@ -1,7 +1,9 @@
+import socket
+
 from django.db import connection
 from django.http import HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 from mysite.version import VERSION
 
 from .models import Note
@@ -11,6 +13,17 @@ from .models import Note
 def index(request):
     notes = Note.objects.order_by("-created")[:20]
     return render(request, "notes/index.html", {"notes": notes, "version": VERSION})
+
+
+@require_http_methods(["GET", "POST"])
+def add(request):
+    """A form that writes a note (CSRF-protected like any Django form)."""
+    if request.method == "POST":
+        text = request.POST.get("text", "").strip()[:200]
+        if text:
+            Note.objects.create(text=text)
+        return redirect("index")
+    return render(request, "notes/add.html")
 
 
 @require_GET
@@ -29,4 +42,4 @@ def health(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
-    return HttpResponse(f"ok {VERSION}", content_type="text/plain")
+    return HttpResponse(f"ok {VERSION} {socket.gethostname()}", content_type="text/plain")

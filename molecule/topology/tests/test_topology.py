@@ -1,0 +1,158 @@
+"""db1 (PostgreSQL), web1 + web2 (nginx + uWSGI), lb1 (TLS, balancing): one database through
+the balancer, rolling deploys without failed requests, a web host down, access to the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from wsgistack_testlib import molecule_hosts, output, put_file, run_playbook, scenario_group_vars
+
+testinfra_hosts = ["lb1"]
+
+INPUTS = scenario_group_vars()
+DB_PASSWORD = INPUTS["django_app_database"]["password"]
+DEPLOY = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "deploy.yml")
+
+
+def hosts() -> dict:
+    return {h.backend.host: h for h in molecule_hosts()}
+
+
+def through_balancer(lb, path: str, extra: str = "") -> tuple[str, str]:
+    result = lb.run(f"curl -sk --max-time 10 --resolve mysite.test:443:127.0.0.1 -w '\\n%{{http_code}}' {extra} "
+                    f"https://mysite.test{path}")
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+def add_note(lb, text: str) -> None:
+    """The site's own form, with its CSRF cookie and token, through the balancer."""
+    jar = "/tmp/cookies.txt"
+    _, form = through_balancer(lb, "/add/", f"-c {jar}")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+    status, _ = through_balancer(
+        lb, "/add/", f"-b {jar} -H 'Referer: https://mysite.test/add/' --data-urlencode csrfmiddlewaretoken={token} "
+                     f"--data-urlencode 'text={text}'")
+    assert status == "302", status
+
+
+def served_by(lb, count: int = 20) -> set[str]:
+    return {through_balancer(lb, "/health/")[1].split()[-1] for _ in range(count)}
+
+
+def test_both_web_hosts_share_one_database_through_the_balancer(host):
+    assert served_by(host) == {"web1", "web2"}
+    add_note(host, "written through lb1")
+    # Every web host reads it back from PostgreSQL on db1.
+    for name in ("web1", "web2"):
+        web = hosts()[name]
+        code = "from notes.models import Note; print(Note.objects.filter(text='written through lb1').count())"
+        out = web.check_output(f'/srv/mysite/bin/manage shell -c "{code}"')
+        assert out.split()[-1] == "1"
+    status, body = through_balancer(host, "/")
+    assert status == "200" and "written through lb1" in body
+
+
+def test_database_accepts_only_the_web_hosts(host):
+    refused = host.run(f"PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
+    assert refused.rc != 0 and "no pg_hba.conf entry" in refused.stderr, refused.stderr
+    web = hosts()["web1"]
+    allowed = web.run(f"PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
+    assert allowed.rc == 0 and allowed.stdout.strip() == "1", allowed.stderr
+    # Passwords are stored as scram verifiers.
+    db = hosts()["db1"]
+    stored = db.check_output("runuser -u postgres -- psql -tAc \"select rolpassword from pg_authid where rolname='mysite'\"")
+    assert stored.startswith("SCRAM-SHA-256$")
+
+
+LOAD = r'''
+import http.client, json, os, socket, ssl, sys, time
+context = ssl._create_unverified_context()
+class SNI(http.client.HTTPSConnection):
+    def connect(self):
+        self.sock = self._context.wrap_socket(socket.create_connection(("127.0.0.1", 443), self.timeout),
+                                              server_hostname="mysite.test")
+failures, statuses, bodies, count, deadline = 0, {}, {}, 0, time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline and not os.path.exists("/tmp/stop-load"):
+    count += 1
+    try:
+        conn = SNI("mysite.test", 443, timeout=10, context=context)
+        conn.request("GET", "/health/", headers={"Host": "mysite.test"})
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace")
+        conn.close()
+        statuses[response.status] = statuses.get(response.status, 0) + 1
+        if response.status != 200:
+            failures += 1
+        bodies[body] = bodies.get(body, 0) + 1
+    except Exception as exc:
+        failures += 1
+        statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+print(json.dumps({"requests": count, "failures": failures, "statuses": statuses, "bodies": bodies}))
+'''
+
+
+@pytest.fixture(scope="module")
+def rolling_deploy(host):
+    """Deploy v2 with deploy.yml while lb1 serves a bounded request loop (at most 300 s)."""
+    host.run("rm -f /tmp/stop-load /tmp/load.json")
+    put_file(host, "/tmp/load.py", LOAD)
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    loader = subprocess.Popen(
+        ["ansible", "-i", inventory, "lb1", "-m", "ansible.builtin.shell", "-a", "python3 /tmp/load.py 300 > /tmp/load.json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)
+    v2 = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
+    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
+    time.sleep(2)
+    host.run("touch /tmp/stop-load")
+    loader.wait(timeout=60)
+    return result, json.loads(host.file("/tmp/load.json").content_string)
+
+
+def test_rolling_deploy_under_load_fails_no_request(rolling_deploy):
+    result, load = rolling_deploy
+    assert result.returncode == 0, output(result)
+    assert load["requests"] > 200, load
+    assert load["failures"] == 0, load
+    # Both releases answered during the roll, from both hosts.
+    seen = set(load["bodies"])
+    assert {"ok 1 web1", "ok 1 web2", "ok 2 web1", "ok 2 web2"} <= seen, seen
+
+
+def test_migration_ran_once_before_the_first_switch_with_a_backup(rolling_deploy):
+    result, _ = rolling_deploy
+    text = output(result)
+    changed = []
+    for block in re.split(r"\nTASK \[", text):
+        if block.startswith("wsgistack.django.django_app : Apply migrations]"):
+            changed += re.findall(r"^changed: \[(\w+)\]", block, re.M)
+    assert changed == ["web1"], text
+    web1 = hosts()["web1"]
+    assert web1.run("ls /srv/mysite/shared/backups/*-before-*.dump").rc == 0
+
+
+def test_data_written_before_the_deploy_is_still_there(rolling_deploy, host):
+    status, body = through_balancer(host, "/")
+    assert status == "200" and "release 2" in body and "written through lb1" in body
+
+
+def test_site_answers_with_one_web_host_stopped(host):
+    subprocess.run(["docker", "stop", "-t", "5", "web2"], check=True, capture_output=True)
+    try:
+        statuses = [through_balancer(host, "/health/")[0] for _ in range(20)]
+        assert statuses == ["200"] * 20, statuses
+        assert served_by(host, 10) == {"web1"}
+    finally:
+        subprocess.run(["docker", "start", "web2"], check=True, capture_output=True)
+    # web2 comes back by itself (systemd, supervisor, uWSGI) and takes requests again.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and served_by(host, 10) != {"web1", "web2"}:
+        time.sleep(2)
+    assert served_by(host, 20) == {"web1", "web2"}
