@@ -135,7 +135,10 @@ def test_migration_ran_once_before_the_first_switch_with_a_backup(rolling_deploy
             changed += re.findall(r"^changed: \[(\w+)\]", block, re.M)
     assert changed == ["web1"], text
     web1 = hosts()["web1"]
-    assert web1.run("ls /srv/mysite/shared/backups/*-before-*.dump").rc == 0
+    dumps = web1.check_output("ls /srv/mysite/shared/backups/").split()
+    assert any("-before-" in name for name in dumps), dumps
+    dump = web1.file(f"/srv/mysite/shared/backups/{sorted(dumps)[-1]}")
+    assert dump.user == "root" and dump.mode == 0o600 and dump.size > 0
 
 
 def test_data_written_before_the_deploy_is_still_there(rolling_deploy, host):
