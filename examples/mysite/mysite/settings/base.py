@@ -84,6 +84,7 @@ else:
             "HOST": env("DJANGO_DB_HOST", ""),
             "PORT": env("DJANGO_DB_PORT", ""),
             "CONN_MAX_AGE": int(env("DJANGO_DB_CONN_MAX_AGE", "0")),
+            "OPTIONS": {"sslmode": env("DJANGO_DB_SSLMODE", "prefer")},
         }
     }
 
