@@ -1,7 +1,7 @@
 # Every target goes through tools/harness.py, which sets up what it needs first.
 PYTHON ?= python3
 
-.PHONY: test setup engine images lint unit molecule package demo demo-down
+.PHONY: test setup engine images lint unit molecule package demo demo-down bench
 
 test:  ## setup + engine + images, then lint, unit tests and every Molecule scenario
 	$(PYTHON) tools/harness.py test
@@ -32,3 +32,6 @@ demo:  ## the example site on a local systemd container, proven over HTTPS (run 
 
 demo-down:  ## remove the demo container
 	$(PYTHON) tools/harness.py demo-down
+
+bench:  ## benchmark: the stacks against Django's own cost and the alternatives (docs/benchmarks/latest.md)
+	$(PYTHON) bench/run.py $(BENCH_ARGS)

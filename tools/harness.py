@@ -348,7 +348,7 @@ def _step(name: str, cmd: list[str], results: list) -> bool:
 def run_lint(results: list) -> None:
     _step("yamllint", [venv_bin("yamllint"), "--strict", "."], results)
     _step("ansible-lint", [venv_bin("ansible-lint")], results)
-    python_dirs = ["tools", "tests", "molecule", "plugins", "roles", "examples"]
+    python_dirs = ["tools", "tests", "molecule", "plugins", "roles", "examples", "bench"]
     _step("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs], results)
 
 

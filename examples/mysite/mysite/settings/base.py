@@ -72,6 +72,8 @@ if env("DJANGO_DB_ENGINE", "django.db.backends.sqlite3") == "django.db.backends.
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("DJANGO_DB_NAME", str(BASE_DIR / "db.sqlite3")),
+            "CONN_MAX_AGE": int(env("DJANGO_DB_CONN_MAX_AGE", "0")),
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 else:
@@ -84,6 +86,7 @@ else:
             "HOST": env("DJANGO_DB_HOST", ""),
             "PORT": env("DJANGO_DB_PORT", ""),
             "CONN_MAX_AGE": int(env("DJANGO_DB_CONN_MAX_AGE", "0")),
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {"sslmode": env("DJANGO_DB_SSLMODE", "prefer")},
         }
     }
