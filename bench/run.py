@@ -41,7 +41,7 @@ RSS = {
     "apache_daemon": r"^\(wsgi:mysite\)",
     "apache_embedded": r"^/usr/sbin/apache2",
     "seed004": r"seed004-uwsgi\.ini",
-    "seed000": r"^\(wsgi:bench_seed000\)",
+    "seed000": r"^\(wsgi:seed000\)",
     "gunicorn": r"gunicorn",
     "django_static": r"django-static-uwsgi\.ini",
 }
@@ -52,14 +52,63 @@ HTTP_SITE = {
     "apache_embedded": {"tls": False, "extra_config": "SetEnv HTTPS on"},
 }
 
-# Why a target is missed, when it is (shown next to the gap in the report).
+# Why a target is missed, when it is (shown next to the gap in the report). The reasons come
+# from measurements on this machine kind: top during the runs, and the bisection of uWSGI and
+# nginx options described in roles/nginx_uwsgi/README.md.
 WHY = {
+    "nginx_uwsgi /hello / LIMIT":
+        "the run is CPU-bound on 2 cores shared by wrk, nginx and the workers; a request costs ~250 us of server "
+        "CPU through the stack (column server CPU) against ~80 us for the handler in-process, of which nginx is "
+        "~25 us (its static-file cost) and the rest is the uWSGI worker (protocol, WSGI environ, Debian's shared "
+        "libpython). The options that cost throughput (max-requests respawns, reload-on-rss, unbuffered logs) "
+        "are off by default; more processes than cores measured within the noise",
+    "nginx_uwsgi /db / LIMIT":
+        "persistent connections (conn_max_age 60) made the handler itself 2.4x faster on /db, which raised LIMIT "
+        "more than the stack: the stack's fixed per-request cost (see /hello) now weighs more",
+    "nginx_uwsgi / seed 004 uWSGI, /hello":
+        "the seed's single worker runs on one core while nginx and wrk use the other; at the CPU limit a second "
+        "worker only gets what nginx and wrk leave, so two workers gain ~1.3x, not 2x (the seed's p99 is higher)",
+    "nginx_uwsgi / nginx->gunicorn, /hello":
+        "gunicorn here runs with its default log level (the anchor's 4,250 req/s had debug logging on), and the "
+        "same per-request CPU limit as above caps the collection's stack",
+    "second converge / first converge (time)":
+        "a no-op converge still verifies ~125 tasks (packages, templates, directories, services), each one "
+        "round trip of ~0.23 s through the connection with pipelining on; the first converge's own work "
+        "(packages, virtualenv, collectstatic) is only ~30 s with a local package mirror",
+    "nginx_uwsgi static (https) / Django-served static":
+        "TLS record encryption adds ~13 us per response to nginx's ~25 us for the file; over HTTP the ratio is ~10x",
+    "apache_daemon static (http) / Django-served static":
+        "Apache spends ~100 us of CPU per small file over HTTP (column server CPU) against nginx's ~25 us: its "
+        "per-request processing (directory walk, header and log modules) is the limit, not the file",
     "apache_daemon static (https) / Django-served static":
-        "Apache's event MPM spends most of the CPU on TLS records for each small file; nginx, on the same "
-        "machine, does the same work with less per-request overhead",
+        "Apache's per-request cost for small files (see HTTP) plus TLS records",
+    "apache_embedded static (http) / Django-served static":
+        "as for daemon mode: Apache's per-request processing, not the file itself",
     "apache_embedded static (https) / Django-served static":
-        "as for daemon mode: Apache's per-request and TLS cost, not the static file itself",
+        "as for daemon mode: Apache's per-request processing plus TLS records",
+    "apache_daemon / seed 000 (2x15), /hello":
+        "the two configurations differ only in threads per process; with CPU-bound views their rates are within "
+        "run-to-run noise of each other (the p99 is where threads=1 wins)",
+    "apache_embedded: failed requests during a deploy":
+        "new code in embedded mode needs Apache's graceful restart, which closes idle keep-alive connections; a "
+        "request sent on one in that instant is reset (wrk counts it; browsers retry idempotent requests). Daemon "
+        "mode reloads only its own processes and lost none",
 }
+
+# Observations the tables alone do not explain.
+NOTES = [
+    "Apache (both modes) shows a handful of wrk read errors (server-closed keep-alive connections) in some "
+    "steady-state runs at full load, 0.01-0.03 % of requests, with no error in Apache's logs; nginx shows none. "
+    "They persist with unlimited keep-alive requests and with a fixed worker pool, so the cause is not found yet.",
+    "Deploys under load in embedded mode reload Apache gracefully, which closes idle keep-alive connections: an "
+    "earlier run lost 1 of 180,490 requests that way (a reset, which browsers retry for idempotent requests); "
+    "daemon mode and uWSGI reload only the app's own processes and lost none in any run.",
+    "HTTP rows are the collection's web tier as it runs behind a TLS-terminating balancer (nginx: behind_https_proxy; "
+    "Apache: SetEnv HTTPS on); HTTPS rows are the single-host site. The comparison stacks are measured over HTTP.",
+    "Server CPU per request is the machine's busy CPU time during the run minus wrk's own, divided by the requests; "
+    "app memory is the summed resident memory of the app server's processes (uWSGI master and workers, mod_wsgi "
+    "daemons, all Apache children in embedded mode, gunicorn master and workers).",
+]
 
 
 def log(message: str) -> None:
@@ -288,7 +337,7 @@ def write_report(results: dict) -> Path:
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "latest.svg").write_text(report.svg_plot(results))
     path = REPORT_DIR / "latest.md"
-    path.write_text(report.markdown(results, WHY))
+    path.write_text(report.markdown(dict(results, notes=results.get("notes", []) + NOTES), WHY))
     return path
 
 
@@ -303,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-deploy", action="store_true", help="no deploy under load")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from .cache/bench/results.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other stacks' results in .cache/bench/results.json (rerun some stacks only)")
     args = parser.parse_args(argv)
 
     if args.report_only:
@@ -313,6 +364,21 @@ def main(argv: list[str] | None = None) -> int:
         harness.ensure_engine()
         harness.ensure_images()
         bench = Bench(args)
+        if args.merge and (STATE / "results.json").is_file():
+            previous = json.loads((STATE / "results.json").read_text())
+            ours = set(args.stacks)
+            if "nginx_uwsgi" in ours:
+                ours |= {"seed004", "gunicorn", "django_static"}
+            if "apache_daemon" in ours:
+                ours.add("seed000")
+            bench.results["measurements"] = {key: value for key, value in previous["measurements"].items()
+                                             if key.split("|")[0] not in ours}
+            for key in ("limit", "ansible", "environment"):
+                bench.results[key] = previous.get(key, {})
+            bench.results["deploy_under_load"] = {key: value for key, value in previous["deploy_under_load"].items()
+                                                  if key not in ours}
+            bench.results["notes"].append(f"{', '.join(args.stacks)} rerun at {bench.results['started']}; the other "
+                                          f"rows are from {previous['started']}")
         for stack in args.stacks:
             bench.stack(stack)
         bench.save()
