@@ -221,6 +221,10 @@ def markdown(results: dict, why: dict | None = None, plot_name: str = "latest.sv
         if deploy:
             lines.append(f"| {labels[stack]} | {deploy['requests']:,} | {deploy['failed']} | "
                          f"{deploy['deploy_seconds']:.1f} | {deploy['release_after']} |")
+    runs = results.get("runs", {})
+    if len(set(runs.values())) > 1:
+        lines += ["", "Rows were measured in more than one run (`--merge`): "
+                  + "; ".join(f"{stack} (and its comparisons) {when}" for stack, when in sorted(runs.items())) + "."]
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
     lines += ["", "## Versions and hardware", "", "| item | value |", "|---|---|"]

@@ -178,7 +178,11 @@ class Bench:
             "deploy_under_load": {},
             "environment": {},
             "notes": [],
+            # stack -> when its rows were measured (a --merge run replaces only its own stacks)
+            "runs": {stack: "" for stack in args.stacks},
         }
+        for stack in args.stacks:
+            self.results["runs"][stack] = self.results["started"]
         self.static = {}
         self.source = {}  # container -> the project copy deployed there
 
@@ -377,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.results[key] = previous.get(key, {})
             bench.results["deploy_under_load"] = {key: value for key, value in previous["deploy_under_load"].items()
                                                   if key not in ours}
-            bench.results["notes"].append(f"{', '.join(args.stacks)} rerun at {bench.results['started']}; the other "
-                                          f"rows are from {previous['started']}")
+            bench.results["runs"] = dict(previous.get("runs", {}), **bench.results["runs"])
         for stack in args.stacks:
             bench.stack(stack)
         bench.save()

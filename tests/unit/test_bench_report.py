@@ -119,6 +119,13 @@ def test_markdown_reports_tables_gaps_and_reasons():
     assert "| second converge of site.yml | 20.0 | 0 |" in text
     assert "![requests per second and p99 latency per stack](latest.svg)" in text
     assert "| CPU | 2 x test |" in text
+    assert "more than one run" not in text
+
+
+def test_markdown_names_the_runs_of_a_merged_report():
+    results = dict(_results(), runs={"nginx_uwsgi": "19:00", "apache_daemon": "19:30"})
+    text = report.markdown(results)
+    assert "apache_daemon (and its comparisons) 19:30; nginx_uwsgi (and its comparisons) 19:00." in text
 
 
 def test_svg_plot_has_one_bar_per_stack_and_the_limit():
