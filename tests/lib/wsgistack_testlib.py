@@ -130,8 +130,9 @@ def put_file(host, path: str, content: str, mode: str = "0644") -> None:
 # failures, statuses seen, and the set of response bodies' last field (worker pids).
 LOAD_SCRIPT = r'''
 import http.client, json, socket, ssl, subprocess, sys, time
-host, port, tls, name, path, count, trigger_after, action = sys.argv[1:9]
-count, trigger_after, port = int(count), int(trigger_after), int(port)
+host, port, tls, name, path, count, trigger_after, action, spread = sys.argv[1:10]
+count, trigger_after, port, spread = int(count), int(trigger_after), int(port), float(spread)
+triggered = None
 context = ssl._create_unverified_context()
 
 
@@ -150,6 +151,12 @@ for i in range(count):
         break
     if i == trigger_after and action:
         subprocess.run(action, shell=True, check=True)
+        triggered = time.monotonic()
+    if triggered is not None and spread > 0:
+        # The requests after the trigger are spread over at least `spread` seconds, so a
+        # reload that takes its time is still seen by the last ones.
+        due = triggered + spread * (i - trigger_after) / max(count - trigger_after, 1)
+        time.sleep(max(0.0, due - time.monotonic()))
     try:
         if tls == "1":
             conn = SNIConnection(name, port, timeout=10, context=context)
@@ -173,12 +180,14 @@ print(json.dumps({"requests": i + 1, "failures": failures, "statuses": statuses,
 
 
 def request_loop(host, name: str, path: str = "/", count: int = 2000, trigger_after: int = 0,
-                 action: str = "", port: int = 80, tls: bool = False) -> dict:
-    """Run LOAD_SCRIPT inside the instance against 127.0.0.1 and return its report."""
+                 action: str = "", port: int = 80, tls: bool = False, spread: float = 0.0) -> dict:
+    """Run LOAD_SCRIPT inside the instance against 127.0.0.1 and return its report. With
+    `spread`, the requests after the action take at least that many seconds."""
     import shlex
 
     put_file(host, "/tmp/wsgistack_load.py", LOAD_SCRIPT)
-    args = ["127.0.0.1", str(port), "1" if tls else "0", name, path, str(count), str(trigger_after), action]
+    args = ["127.0.0.1", str(port), "1" if tls else "0", name, path, str(count), str(trigger_after), action,
+            str(spread)]
     out = host.check_output("python3 /tmp/wsgistack_load.py " + " ".join(shlex.quote(a) for a in args))
     return json.loads(out.strip().splitlines()[-1])
 
