@@ -123,23 +123,9 @@ def docker(container: str, *cmd: str, check: bool = True) -> str:
 
 
 def playbook(playbook_path: str, host: str, extra: dict | None = None) -> tuple[float, dict]:
-    env = harness.tool_env()
-    cmd = ["ansible-playbook", "-i", str(INVENTORY), playbook_path, "--limit", host]
-    if extra:
-        cmd += ["-e", json.dumps(extra)]
-    log(" ".join(cmd))
-    started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.monotonic() - started
-    if proc.returncode != 0:
-        print(proc.stdout)
-        raise harness.HarnessError(f"{playbook_path} failed on {host} (exit {proc.returncode})")
-    totals: dict[str, int] = {}
-    import re
-
-    for line in re.findall(r"^\S+\s+:\s+(ok=.*)$", proc.stdout, re.M):
-        for key, value in re.findall(r"(\w+)=(\d+)", line):
-            totals[key] = totals.get(key, 0) + int(value)
+    """One playbook on one bench host; its duration and summed PLAY RECAP counters."""
+    args = ["--limit", host] + (["-e", json.dumps(extra)] if extra else [])
+    seconds, totals = harness.converge(INVENTORY, playbook_path, ROOT, harness.tool_env(), args)
     log(f"{seconds:.1f} s, {totals}")
     return seconds, totals
 

@@ -398,14 +398,15 @@ def stop_target(name: str) -> None:
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def converge(inventory: Path, playbook: str, cwd: Path, env: dict[str, str]) -> tuple[float, dict[str, int]]:
+def converge(inventory: Path, playbook: str, cwd: Path, env: dict[str, str],
+             extra_args: list[str] | None = None) -> tuple[float, dict[str, int]]:
     """Run a playbook; return its duration and the summed PLAY RECAP counters."""
     import re
 
-    log(f"ansible-playbook -i {inventory} {playbook}")
+    cmd = ["ansible-playbook", "-i", str(inventory), playbook, *(extra_args or [])]
+    log(" ".join(cmd))
     started = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "-i", str(inventory), playbook], cwd=cwd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.monotonic() - started
     print(proc.stdout[-4000:] if proc.returncode == 0 else proc.stdout)
     if proc.returncode != 0:
