@@ -68,8 +68,18 @@ def wait_for(predicate, timeout: float, interval: float = 0.5):
 
 
 def tree_checksums(host, path: str) -> str:
-    """Checksums of every file below path on the host, to prove a failed run changed nothing."""
-    return host.check_output(f"find {path} -type f -print0 | sort -z | xargs -0 sha256sum")
+    """Every entry below path on the host (type, owner, group, mode, link target) and the
+    checksum of every regular file, to prove a failed run changed nothing. A path that does
+    not exist reads as "absent" (a run that creates it is a change too)."""
+    import shlex
+
+    quoted = shlex.quote(path)
+    return host.check_output(
+        f"if [ -e {quoted} ] || [ -L {quoted} ]; then"
+        f" find {quoted} -printf '%y %u:%g %m %p -> %l\\n' | LC_ALL=C sort;"
+        f" find {quoted} -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum;"
+        " else echo absent; fi"
+    )
 
 
 def journal(host, unit: str, lines: int = 60) -> str:
@@ -98,6 +108,19 @@ def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     for match in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", result.stdout, re.M):
         counters[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
     return counters
+
+
+def assert_recap(result: subprocess.CompletedProcess, hosts: list[str] | None = None, **expected: int) -> None:
+    """Every host of `hosts` (default: every instance) and no other is in the PLAY RECAP, and
+    each has the counters given, e.g. assert_recap(result, changed=0, failed=0). An empty or
+    missing recap fails, so "nothing changed" is never concluded from a run that did nothing."""
+    counters = recap(result)
+    names = molecule_host_names() if hosts is None else hosts
+    assert names, "no hosts to look for in the recap"
+    assert sorted(counters) == sorted(names), output(result)
+    for name, values in counters.items():
+        for key, value in expected.items():
+            assert values.get(key) == value, f"{name}: {key}={values.get(key)}, expected {value}\n{output(result)}"
 
 
 def assert_refused_before_change(hosts, extra_vars: dict, message: str, variable: str,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from wsgistack_testlib import molecule_hosts, output, put_file, run_playbook, scenario_group_vars
 
-testinfra_hosts = ["lb1"]
+testinfra_hosts = ["topology-lb1"]
 
 INPUTS = scenario_group_vars()
 DB_PASSWORD = INPUTS["django_app_database"]["password"]
@@ -51,7 +51,7 @@ def test_both_web_hosts_share_one_database_through_the_balancer(host):
     add_note(host, "written through lb1")
     # Every web host reads it back from PostgreSQL on db1.
     for name in ("web1", "web2"):
-        web = hosts()[name]
+        web = hosts()[f"topology-{name}"]
         code = "from notes.models import Note; print(Note.objects.filter(text='written through lb1').count())"
         out = web.check_output(f'/srv/mysite/bin/manage shell -c "{code}"')
         assert out.split()[-1] == "1"
@@ -62,11 +62,11 @@ def test_both_web_hosts_share_one_database_through_the_balancer(host):
 def test_database_accepts_only_the_web_hosts(host):
     refused = host.run(f"PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
     assert refused.rc != 0 and "no pg_hba.conf entry" in refused.stderr, refused.stderr
-    web = hosts()["web1"]
+    web = hosts()["topology-web1"]
     allowed = web.run(f"PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
     assert allowed.rc == 0 and allowed.stdout.strip() == "1", allowed.stderr
     # Passwords are stored as scram verifiers.
-    db = hosts()["db1"]
+    db = hosts()["topology-db1"]
     stored = db.check_output("runuser -u postgres -- psql -tAc \"select rolpassword from pg_authid where rolname='mysite'\"")
     assert stored.startswith("SCRAM-SHA-256$")
 
@@ -105,7 +105,8 @@ def rolling_deploy(host):
     put_file(host, "/tmp/load.py", LOAD)
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     loader = subprocess.Popen(
-        ["ansible", "-i", inventory, "lb1", "-m", "ansible.builtin.shell", "-a", "python3 /tmp/load.py 300 > /tmp/load.json"],
+        ["ansible", "-i", inventory, "topology-lb1", "-m", "ansible.builtin.shell",
+         "-a", "python3 /tmp/load.py 300 > /tmp/load.json"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(3)
     v2 = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
@@ -132,9 +133,9 @@ def test_migration_ran_once_before_the_first_switch_with_a_backup(rolling_deploy
     changed = []
     for block in re.split(r"\nTASK \[", text):
         if block.startswith("wsgistack.django.django_app : Apply migrations]"):
-            changed += re.findall(r"^changed: \[(\w+)\]", block, re.M)
-    assert changed == ["web1"], text
-    web1 = hosts()["web1"]
+            changed += re.findall(r"^changed: \[([\w.-]+)\]", block, re.M)
+    assert changed == ["topology-web1"], text
+    web1 = hosts()["topology-web1"]
     dumps = web1.check_output("ls /srv/mysite/shared/backups/").split()
     assert any("-before-" in name for name in dumps), dumps
     dump = web1.file(f"/srv/mysite/shared/backups/{sorted(dumps)[-1]}")
@@ -147,13 +148,13 @@ def test_data_written_before_the_deploy_is_still_there(rolling_deploy, host):
 
 
 def test_site_answers_with_one_web_host_stopped(host):
-    subprocess.run(["docker", "stop", "-t", "5", "web2"], check=True, capture_output=True)
+    subprocess.run(["docker", "stop", "-t", "5", "topology-web2"], check=True, capture_output=True)
     try:
         statuses = [through_balancer(host, "/health/")[0] for _ in range(20)]
         assert statuses == ["200"] * 20, statuses
         assert served_by(host, 10) == {"web1"}
     finally:
-        subprocess.run(["docker", "start", "web2"], check=True, capture_output=True)
+        subprocess.run(["docker", "start", "topology-web2"], check=True, capture_output=True)
     # web2 comes back by itself (systemd, supervisor, uWSGI) and takes requests again.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and served_by(host, 10) != {"web1", "web2"}:
