@@ -3,8 +3,11 @@ PYTHON ?= python3
 
 .PHONY: test setup engine images lint unit molecule package demo demo-down bench
 
-test:  ## setup + engine + images, then lint, unit tests and every Molecule scenario
-	$(PYTHON) tools/harness.py test
+JOBS ?=
+JOBS_ARG = $(if $(JOBS),-j $(JOBS))
+
+test:  ## setup + engine + images, then lint, unit tests, every Molecule scenario and the package test, side by side (JOBS=N)
+	$(PYTHON) tools/harness.py test $(JOBS_ARG)
 
 setup:  ## .venv with the pinned toolchain (no-op when up to date)
 	$(PYTHON) tools/harness.py setup
@@ -21,8 +24,8 @@ lint:  ## yamllint + ansible-lint (production profile)
 unit:  ## pytest unit tests, no containers
 	$(PYTHON) tools/harness.py unit
 
-molecule:  ## one or more scenarios: make molecule SCENARIO="supervisor"
-	$(PYTHON) tools/harness.py molecule $(SCENARIO)
+molecule:  ## one or more scenarios, side by side: make molecule SCENARIO="supervisor certbot" (JOBS=N)
+	$(PYTHON) tools/harness.py molecule $(JOBS_ARG) $(SCENARIO)
 
 package:  ## build the collection, install it offline elsewhere, converge a container with its site playbook
 	$(PYTHON) tools/harness.py package

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import aptcache  # noqa: E402 - the harness's own module, next to it
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
@@ -288,8 +295,9 @@ def _extra_ca_certificates() -> list[Path]:
 def build_systemd_image(base: str, name: str) -> str:
     tag = f"{SYSTEMD_REPO}:{name}"
     dockerfile = (IMAGES_DIR / "systemd.Dockerfile").read_text()
+    detect = (IMAGES_DIR / "apt-proxy-detect").read_bytes()
     certs = _extra_ca_certificates()
-    recipe = sha256(dockerfile, _image_id(base), *[c.read_bytes() for c in certs])
+    recipe = sha256(dockerfile, detect, _image_id(base), *[c.read_bytes() for c in certs])
     if _image_label(tag) == recipe:
         log(f"Image {tag} is up to date")
         return tag
@@ -298,6 +306,8 @@ def build_systemd_image(base: str, name: str) -> str:
     with tempfile.TemporaryDirectory(prefix="wsgistack-image-") as context:
         ctx = Path(context)
         (ctx / "Dockerfile").write_text(dockerfile)
+        (ctx / "apt-proxy-detect").write_bytes(detect)
+        (ctx / "apt-proxy-detect").chmod(0o755)
         (ctx / "ca-certificates").mkdir()
         (ctx / "ca-certificates" / ".keep").write_text("")
         for index, cert in enumerate(certs):
@@ -330,35 +340,157 @@ def ensure_images(extra: list[str] | None = None) -> None:
 
 # --------------------------------------------------------------------------- test run
 
+LOG_DIR = STATE_DIR / "test-logs"
+DURATIONS = STATE_DIR / "test-durations.json"
+APT_CACHE_DIR = STATE_DIR / "apt"
+PIP_CACHE_DIR = STATE_DIR / "pip"
+MOLECULE_PHASES = ("destroy", "syntax", "create", "prepare", "converge", "idempotence", "check", "side_effect",
+                   "verify", "cleanup")
+PHASE_LINE = re.compile(r"\s(" + "|".join(MOLECULE_PHASES) + r"): Executing")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 
 def scenarios() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
-def _step(name: str, cmd: list[str], results: list) -> bool:
-    log(f"{name}: {' '.join(cmd)}")
+@dataclass
+class Job:
+    """One step of a test run: a command whose output goes to its own log file."""
+
+    name: str
+    cmd: list[str]
+    ok: bool = False
+    seconds: float = 0.0
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    log: Path | None = None
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
+
+
+def run_job(job: Job) -> Job:
+    """Run the job's command, its output (with each molecule phase's start) into its log."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    job.log = LOG_DIR / f"{job.slug}.log"
     started = time.monotonic()
-    code = subprocess.run(cmd, cwd=ROOT, env=tool_env()).returncode
-    results.append((name, code == 0, time.monotonic() - started))
-    if code != 0:
-        log(f"{name} FAILED (exit {code})")
-    return code == 0
+    phase, phase_started = None, started
+    with open(job.log, "w") as out:
+        out.write(f"$ {' '.join(job.cmd)}\n")
+        out.flush()
+        # Unbuffered, so that each phase's start is seen when it happens.
+        env = dict(tool_env(), PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
+        for line in proc.stdout:
+            out.write(line)
+            match = PHASE_LINE.search(ANSI.sub("", line))
+            if match:
+                now = time.monotonic()
+                if phase:
+                    job.phases.append((phase, now - phase_started))
+                phase, phase_started = match.group(1), now
+        code = proc.wait()
+        if phase:
+            job.phases.append((phase, time.monotonic() - phase_started))
+        job.seconds = time.monotonic() - started
+        job.ok = code == 0
+        out.write(f"\n[exit {code} after {job.seconds:.0f} s]\n")
+    return job
 
 
-def run_lint(results: list) -> None:
-    _step("yamllint", [venv_bin("yamllint"), "--strict", "."], results)
-    _step("ansible-lint", [venv_bin("ansible-lint")], results)
+def default_jobs() -> int:
+    """Concurrent jobs: one more than the cores (much of a scenario waits on services and the
+    network), but no more than one per 3 GiB of available memory (a scenario's containers and
+    Ansible take up to about that)."""
+    if os.environ.get("WSGISTACK_JOBS"):
+        try:
+            return max(1, int(os.environ["WSGISTACK_JOBS"]))
+        except ValueError as exc:
+            raise HarnessError(f"WSGISTACK_JOBS must be a whole number, not {os.environ['WSGISTACK_JOBS']!r}") from exc
+    available = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        available = 0
+    by_memory = max(1, available // (3 << 30)) if available else 2
+    return max(1, min((os.cpu_count() or 1) + 1, by_memory))
+
+
+def _known_durations() -> dict[str, float]:
+    try:
+        return json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _shown(path: Path) -> str:
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
+def run_jobs(jobs: list[Job], workers: int) -> list[Job]:
+    """Run the jobs on a pool of `workers`, the longest (by the last run) first; report each as it
+    ends, then print the full log of every failed one."""
+    known = _known_durations()
+    ordered = sorted(jobs, key=lambda j: -known.get(j.name, 600 if j.name.startswith("molecule") else 60))
+    log(f"{len(jobs)} steps on {workers} worker(s); logs in {_shown(LOG_DIR)}/")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_job, job) for job in ordered]
+        for future in as_completed(futures):
+            job = future.result()
+            log(f"{job.name}: {'ok' if job.ok else 'FAILED'} in {job.seconds:.0f} s ({_shown(job.log)})")
+    known.update({j.name: round(j.seconds) for j in jobs if j.ok})
+    STATE_DIR.mkdir(exist_ok=True)
+    DURATIONS.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+    for job in jobs:
+        if not job.ok:
+            print("\n" + "#" * 80 + f"\n# FAILED: {job.name}: full log ({job.log})\n" + "#" * 80, flush=True)
+            print(job.log.read_text(errors="replace"), flush=True)
+    return jobs
+
+
+def lint_jobs() -> list[Job]:
     python_dirs = ["tools", "tests", "molecule", "plugins", "roles", "examples", "bench"]
-    _step("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs], results)
+    return [
+        Job("yamllint", [venv_bin("yamllint"), "--strict", "."]),
+        Job("ansible-lint", [venv_bin("ansible-lint")]),
+        Job("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs]),
+    ]
 
 
-def run_unit(results: list) -> None:
-    _step("unit tests", [venv_bin("pytest"), "-q", "tests/unit"], results)
+def unit_jobs() -> list[Job]:
+    return [Job("unit tests", [venv_bin("pytest"), "-q", "-p", "no:cacheprovider", "tests/unit"])]
 
 
-def run_molecule(names: list[str], results: list) -> None:
-    for name in names:
-        _step(f"molecule {name}", [venv_bin("molecule"), "test", "-s", name], results)
+def molecule_jobs(names: list[str]) -> list[Job]:
+    unknown = sorted(set(names) - set(scenarios()))
+    if unknown:
+        raise HarnessError(f"No Molecule scenario named {', '.join(unknown)}; there are: {', '.join(scenarios())}")
+    return [Job(f"molecule {name}", [venv_bin("molecule"), "test", "-s", name]) for name in names]
+
+
+def package_jobs() -> list[Job]:
+    return [Job("package: build, offline install, converge", [sys.executable, str(Path(__file__).resolve()),
+                                                               "package", "--prepared"])]
+
+
+def start_package_caches() -> None:
+    """The apt cache proxy (in this process) and pip's download cache directory, both under
+    .cache/ and kept between runs; test containers use them when they answer or exist."""
+    PIP_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("WSGISTACK_APT_CACHE_PORT", aptcache.DEFAULT_PORT))
+    if aptcache.answers(port):
+        log(f"An apt package cache already answers on port {port}; using it")
+        return
+    server = aptcache.start(APT_CACHE_DIR, port, log_path=STATE_DIR / "apt-cache.log")
+    if server is None:
+        log(f"Port {port} is taken by something else: test containers download packages directly "
+            "(set WSGISTACK_APT_CACHE_PORT to a free port to cache them)")
+    else:
+        log(f"apt package cache on port {port} (files in {_shown(APT_CACHE_DIR)}/)")
 
 
 # --------------------------------------------------------------------------- demo and package
@@ -495,28 +627,17 @@ def run_package_test() -> None:
         stop_target(PACKAGE_CONTAINER)
 
 
-def _callable_step(name: str, func, results: list) -> None:
-    log(name)
-    started = time.monotonic()
-    try:
-        func()
-        ok = True
-    except (HarnessError, subprocess.CalledProcessError) as exc:
-        log(f"{name} FAILED: {exc}")
-        ok = False
-    results.append((name, ok, time.monotonic() - started))
-
-
-def report(results: list, started: float) -> int:
-    print("\n" + "=" * 60)
-    print(f"{'step':<40} {'result':<8} {'seconds':>8}")
-    for name, ok, seconds in results:
-        print(f"{name:<40} {'ok' if ok else 'FAILED':<8} {seconds:>8.0f}")
-    print(f"{'total':<40} {'':<8} {time.monotonic() - started:>8.0f}")
-    passed = sum(1 for _, ok, _ in results if ok)
-    failed = len(results) - passed
-    print(f"steps: {passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+def report(jobs: list[Job], started: float) -> int:
+    print("\n" + "=" * 72)
+    print(f"{'step':<48} {'result':<8} {'seconds':>8}")
+    for job in jobs:
+        print(f"{job.name:<48} {'ok' if job.ok else 'FAILED':<8} {job.seconds:>8.0f}")
+        for phase, seconds in job.phases:
+            print(f"{'  ' + phase:<48} {'':<8} {seconds:>8.0f}")
+    print(f"{'total (wall clock)':<48} {'':<8} {time.monotonic() - started:>8.0f}")
+    passed = sum(1 for job in jobs if job.ok)
+    print(f"steps: {passed} passed, {len(jobs) - passed} failed")
+    return 0 if passed == len(jobs) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,16 +650,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="also build wsgistack/systemd:NAME on top of BASE (e.g. ubuntu:24.04=ubuntu2404)")
     sub.add_parser("lint", help="yamllint and ansible-lint")
     sub.add_parser("unit", help="pytest unit tests (no containers)")
-    mol = sub.add_parser("molecule", help="molecule test for the given scenarios (default: all)")
+    jobs_help = "steps run at the same time (default: from cores and free memory; WSGISTACK_JOBS overrides)"
+    mol = sub.add_parser("molecule", help="molecule test for the given scenarios (default: all), side by side")
     mol.add_argument("scenario", nargs="*")
-    sub.add_parser("package", help="build the collection, install it offline elsewhere and converge a container with it")
+    mol.add_argument("-j", "--jobs", type=int, help=jobs_help)
+    package = sub.add_parser("package", help="build the collection, install it offline elsewhere and converge a "
+                                             "container with it")
+    package.add_argument("--prepared", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="the example site on a local container (inventories/local), checked over HTTPS")
     sub.add_parser("demo-down", help="remove the demo container")
-    sub.add_parser("test", help="setup, engine, images, lint, unit tests, every Molecule scenario and the package test")
+    test = sub.add_parser("test", help="setup, engine, images, then lint, unit tests, every Molecule scenario and "
+                                       "the package test, side by side")
+    test.add_argument("-j", "--jobs", type=int, help=jobs_help)
     args = parser.parse_args(argv)
 
     started = time.monotonic()
-    results: list = []
     try:
         if args.command == "setup":
             ensure_venv()
@@ -558,27 +684,36 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             ensure_engine()
             ensure_images()
+            start_package_caches()
             run_demo()
             return 0
+        if args.command == "package" and args.prepared:
+            run_package_test()
+            return 0
+        jobs: list[Job] = []
         if args.command in ("lint", "test"):
-            run_lint(results)
+            jobs += lint_jobs()
         if args.command in ("unit", "test"):
-            run_unit(results)
+            jobs += unit_jobs()
         if args.command in ("molecule", "test"):
-            ensure_engine()
-            ensure_images()
-            run_molecule(getattr(args, "scenario", None) or scenarios(), results)
+            jobs += molecule_jobs(getattr(args, "scenario", None) or scenarios())
         if args.command in ("package", "test"):
+            jobs += package_jobs()
+        if args.command in ("molecule", "package", "test"):
             ensure_engine()
             ensure_images()
-            _callable_step("package: build, offline install, converge", run_package_test, results)
+            start_package_caches()
+        workers = args.jobs if getattr(args, "jobs", None) else default_jobs()
+        if workers < 1:
+            raise HarnessError("-j takes a number of 1 or more")
+        run_jobs(jobs, min(workers, len(jobs)))
     except HarnessError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
         print(f"\nERROR: {' '.join(map(str, exc.cmd))} failed with exit {exc.returncode}", file=sys.stderr)
         return 2
-    return report(results, started)
+    return report(jobs, started)
 
 
 if __name__ == "__main__":

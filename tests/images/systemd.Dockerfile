@@ -11,6 +11,11 @@ ENV container=docker \
 # reach package indexes the way the host does. The folder may hold only a placeholder.
 COPY ca-certificates/ /usr/local/share/ca-certificates/
 
+# apt uses the test run's package cache when one answers on the gateway (see the script).
+COPY apt-proxy-detect /usr/local/lib/wsgistack/apt-proxy-detect
+RUN echo 'Acquire::http::Proxy-Auto-Detect "/usr/local/lib/wsgistack/apt-proxy-detect";' \
+        > /etc/apt/apt.conf.d/30wsgistack-package-cache
+
 # The apt lists stay in the image: tasks that use cache_valid_time would otherwise
 # believe a cache with no lists is fresh and find no package.
 RUN apt-get update \

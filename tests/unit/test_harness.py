@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import socket
 import sys
+import time
 
 import pytest
 from conftest import ROOT
@@ -63,3 +66,60 @@ def test_unreachable_mirror_names_the_variable():
 
 def test_scenarios_are_found():
     assert "supervisor" in harness.scenarios()
+
+
+def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
+    monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
+    monkeypatch.setattr(harness, "STATE_DIR", tmp_path)
+    sleeper = "import sys, time; print(sys.argv[1], flush=True); time.sleep(1.5)"
+    jobs = [harness.Job(f"job {n}", [sys.executable, "-c", sleeper, f"output of {n}"]) for n in range(3)]
+    started = time.monotonic()
+    harness.run_jobs(jobs, 3)
+    assert time.monotonic() - started < 4.0, "the three jobs did not run at the same time"
+    for n, job in enumerate(jobs):
+        assert job.ok and job.log == tmp_path / "logs" / f"job-{n}.log"
+        assert f"output of {n}" in job.log.read_text()
+    assert json.loads((tmp_path / "durations.json").read_text()).keys() == {"job 0", "job 1", "job 2"}
+    assert "FAILED" not in capsys.readouterr().out
+
+
+def test_a_failed_job_is_reported_with_its_full_log_while_the_others_finish(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
+    monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
+    monkeypatch.setattr(harness, "STATE_DIR", tmp_path)
+    failing = "import sys; print('first line of the failure'); print('x' * 5000); print('last words'); sys.exit(3)"
+    slow = "import time; time.sleep(1); print('slow one done')"
+    jobs = [harness.Job("bad", [sys.executable, "-c", failing]), harness.Job("slow", [sys.executable, "-c", slow])]
+    harness.run_jobs(jobs, 2)
+    assert not jobs[0].ok and jobs[1].ok
+    out = capsys.readouterr().out
+    assert "FAILED: bad" in out and "first line of the failure" in out and "last words" in out
+    assert "slow one done" not in out
+    assert harness.report(jobs, time.monotonic()) == 1
+
+
+def test_molecule_phases_are_timed_from_the_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "LOG_DIR", tmp_path)
+    script = ("import time\n"
+              "for phase in ('create', 'converge', 'verify'):\n"
+              "    print(f'INFO     \\x1b[32mdemo\\x1b[0m \u279c \\x1b[33m{phase}\\x1b[0m: Executing', flush=True)\n"
+              "    time.sleep(0.3 if phase == 'converge' else 0.05)\n")
+    job = harness.run_job(harness.Job("molecule demo", [sys.executable, "-c", script]))
+    assert [name for name, _ in job.phases] == ["create", "converge", "verify"]
+    assert dict(job.phases)["converge"] >= 0.3
+
+
+def test_jobs_default_from_the_environment_or_the_machine(monkeypatch):
+    monkeypatch.setenv("WSGISTACK_JOBS", "5")
+    assert harness.default_jobs() == 5
+    monkeypatch.setenv("WSGISTACK_JOBS", "many")
+    with pytest.raises(harness.HarnessError, match="WSGISTACK_JOBS must be a whole number"):
+        harness.default_jobs()
+    monkeypatch.delenv("WSGISTACK_JOBS")
+    assert 1 <= harness.default_jobs() <= (os.cpu_count() or 1) + 1
+
+
+def test_unknown_scenario_is_refused_by_name():
+    with pytest.raises(harness.HarnessError, match="No Molecule scenario named nope; there are: .*supervisor"):
+        harness.molecule_jobs(["nope"])

@@ -1,0 +1,124 @@
+"""tools/aptcache.py: package files are fetched once and served from the cache afterwards,
+indexes by name are passed through, and nothing but archive paths is proxied."""
+
+from __future__ import annotations
+
+import http.server
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import aptcache  # noqa: E402
+
+DEB = b"!<arch>\n" + bytes(range(256)) * 64
+BY_HASH = "/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/" + "a" * 64
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    """A package mirror on loopback that counts what it was asked for."""
+
+    requests: list[str] = []
+    release = b"Release 1\n"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        Upstream.requests.append(self.path)
+        if self.path.endswith("/pool/main/h/hello/hello_1.0_amd64.deb") or self.path.endswith(BY_HASH):
+            body, status = DEB, 200
+        elif self.path.endswith("/dists/bookworm/InRelease"):
+            body, status = Upstream.release, 200
+        else:
+            body, status = b"missing\n", 404
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def servers(tmp_path):
+    Upstream.requests = []
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    cache = aptcache.start(tmp_path / "cache", 0)
+    assert cache is not None
+    mirror = f"http://127.0.0.1:{upstream.server_address[1]}"
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{cache.server_address[1]}"}))
+    yield mirror, opener, cache, tmp_path / "cache"
+    upstream.shutdown()
+    cache.shutdown()
+
+
+def test_package_is_fetched_once_then_served_from_the_cache(servers):
+    mirror, opener, cache, root = servers
+    url = f"{mirror}/debian/pool/main/h/hello/hello_1.0_amd64.deb"
+    assert opener.open(url).read() == DEB
+    assert opener.open(url).read() == DEB
+    assert Upstream.requests.count("/debian/pool/main/h/hello/hello_1.0_amd64.deb") == 1
+    assert cache.counters == {"hits": 1, "misses": 1}
+    kept = root / "127.0.0.1" / "debian/pool/main/h/hello/hello_1.0_amd64.deb"
+    assert kept.read_bytes() == DEB
+    assert not list(kept.parent.glob(".partial-*"))
+
+
+def test_cached_package_survives_the_mirror_going_away_and_honours_ranges(servers):
+    mirror, opener, _, _ = servers
+    url = f"{mirror}/debian/pool/main/h/hello/hello_1.0_amd64.deb"
+    opener.open(url).read()
+    Upstream.requests.clear()
+    request = urllib.request.Request(url, headers={"Range": "bytes=100-"})
+    response = opener.open(request)
+    assert response.status == 206 and response.read() == DEB[100:]
+    assert response.headers["Content-Range"] == f"bytes 100-{len(DEB) - 1}/{len(DEB)}"
+    assert Upstream.requests == []
+
+
+def test_by_hash_index_is_cached_and_release_file_passed_through(servers):
+    mirror, opener, _, _ = servers
+    for _ in range(2):
+        assert opener.open(f"{mirror}{BY_HASH}").read() == DEB
+    assert Upstream.requests.count(BY_HASH) == 1
+    assert opener.open(f"{mirror}/debian/dists/bookworm/InRelease").read() == b"Release 1\n"
+    Upstream.release = b"Release 2\n"
+    assert opener.open(f"{mirror}/debian/dists/bookworm/InRelease").read() == b"Release 2\n"
+    assert Upstream.requests.count("/debian/dists/bookworm/InRelease") == 2
+
+
+def test_missing_package_is_an_error_and_is_not_kept(servers):
+    mirror, opener, _, root = servers
+    with pytest.raises(urllib.error.HTTPError) as error:
+        opener.open(f"{mirror}/debian/pool/main/n/nope/nope_1_amd64.deb")
+    assert error.value.code == 404
+    assert not list(root.rglob("nope_1_amd64.deb"))
+
+
+def test_only_archive_paths_are_proxied(servers):
+    mirror, opener, _, _ = servers
+    with pytest.raises(urllib.error.HTTPError) as error:
+        opener.open(f"{mirror}/admin/secret")
+    assert error.value.code == 403
+    assert Upstream.requests == []
+
+
+def test_identity_answers_and_a_taken_port_is_reported(servers):
+    _, _, cache, root = servers
+    port = cache.server_address[1]
+    assert aptcache.answers(port)
+    assert aptcache.start(root, port) is None
+
+
+def test_cache_paths_stay_inside_the_cache(tmp_path):
+    assert aptcache.cache_file(tmp_path, "http://m/debian/pool/main/../../../etc/x.deb") is None
+    assert aptcache.cache_file(tmp_path, "http://m/debian/dists/bookworm/InRelease") is None
+    kept = aptcache.cache_file(tmp_path, "http://m/debian/pool/main/a/a_1_all.deb")
+    assert kept == tmp_path / "m/debian/pool/main/a/a_1_all.deb"
