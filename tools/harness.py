@@ -346,7 +346,8 @@ APT_CACHE_DIR = STATE_DIR / "apt"
 PIP_CACHE_DIR = STATE_DIR / "pip"
 MOLECULE_PHASES = ("destroy", "syntax", "create", "prepare", "converge", "idempotence", "check", "side_effect",
                    "verify", "cleanup")
-PHASE_LINE = re.compile(r"\s(" + "|".join(MOLECULE_PHASES) + r"): Executing")
+# "INFO     [scenario > converge] Executing" (plain) or "INFO     scenario ➜ converge: Executing" (terminal).
+PHASE_LINE = re.compile(r"[\s>](" + "|".join(MOLECULE_PHASES) + r")(?:\]|:)\s+Executing")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

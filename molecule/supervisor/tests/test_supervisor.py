@@ -39,6 +39,25 @@ def running_pid(host, name: str) -> int | None:
     return pid if state == "RUNNING" else None
 
 
+# What each program's process runs, to tell its pid from a reused or unrelated one.
+COMMANDS = {"alpha": "GREETING=", "bravo": "/bin/sleep 86401",
+            "pool:worker_00": "/bin/sleep 86402", "pool:worker_01": "/bin/sleep 86402"}
+
+
+def command_line(host, pid: int) -> str:
+    """The process's arguments, or "" when no process has this pid."""
+    return host.run(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout.strip()
+
+
+def assert_running(host, name: str) -> int:
+    """The program is RUNNING in supervisorctl and its pid is a live process running its command;
+    returns the pid."""
+    pid = wait_for(lambda: running_pid(host, name), timeout=15)
+    assert pid, f"{name} not RUNNING: {status(host)}\n{journal(host, 'supervisor')}"
+    assert COMMANDS[name] in command_line(host, pid), (name, pid, command_line(host, pid))
+    return pid
+
+
 def test_supervisord_enabled_and_running(host):
     service = host.service("supervisor")
     assert service.is_enabled
@@ -110,17 +129,21 @@ def test_inet_server_requires_the_password(host):
 
 
 def test_sigkill_program_comes_back_with_new_pid(host):
-    old = wait_for(lambda: running_pid(host, "bravo"), timeout=15)
-    assert old
-    host.run(f"kill -KILL {old}")
+    old = assert_running(host, "bravo")
+    host.check_output(f"kill -KILL {old}")
+    assert wait_for(lambda: command_line(host, old) == "", timeout=5), f"pid {old} still alive"
     # startsecs is 2: RUNNING again within startsecs plus a few seconds.
     new = wait_for(lambda: (pid := running_pid(host, "bravo")) and pid != old and pid, timeout=2 + 8)
     assert new and new != old, status(host)
+    assert status(host)["bravo"] == ("RUNNING", new)
+    assert COMMANDS["bravo"] in command_line(host, new)
 
 
 def test_changing_one_program_restarts_only_it(host):
-    before = {name: wait_for(lambda n=name: running_pid(host, n), timeout=15) for name in PROGRAMS}
+    before = {name: assert_running(host, name) for name in PROGRAMS}
+    assert len(set(before.values())) == len(PROGRAMS), before
     daemon = host.check_output("supervisorctl pid")
+    assert "supervisord" in command_line(host, int(daemon)), daemon
     inputs = scenario_group_vars()
     for program in inputs["supervisor_programs"]:
         if program["name"] == "alpha":
@@ -128,8 +151,9 @@ def test_changing_one_program_restarts_only_it(host):
     hostname = host.backend.get_hostname()
     result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
     assert result.returncode == 0, output(result)
-    after = {name: wait_for(lambda n=name: running_pid(host, n), timeout=15) for name in PROGRAMS}
+    after = {name: assert_running(host, name) for name in PROGRAMS}
     assert after["alpha"] != before["alpha"]
+    assert command_line(host, before["alpha"]) == "", "the old alpha process is still alive"
     for name in PROGRAMS[1:]:
         assert after[name] == before[name], f"{name} was restarted"
     assert host.check_output("supervisorctl pid") == daemon, "supervisord itself was restarted"
@@ -137,47 +161,80 @@ def test_changing_one_program_restarts_only_it(host):
     # Back to the scenario's inputs: again only alpha restarts.
     result = run_playbook("converge.yml", limit=hostname)
     assert result.returncode == 0, output(result)
-    assert wait_for(lambda: running_pid(host, "bravo"), timeout=15) == before["bravo"]
+    restored = {name: assert_running(host, name) for name in PROGRAMS}
+    assert restored["alpha"] != after["alpha"]
+    assert {name: restored[name] for name in PROGRAMS[1:]} == {name: before[name] for name in PROGRAMS[1:]}
+
+
+
+def _with_unparsable_program(case: str) -> dict:
+    """The scenario's inputs with one program file supervisor's parser rejects (exitcodes must
+    be integers): bravo changed, or a new program."""
+    inputs = scenario_group_vars()
+    bad = {"extra_config": "exitcodes=notanumber"}
+    if case == "changed program":
+        next(p for p in inputs["supervisor_programs"] if p["name"] == "bravo").update(bad)
+    else:
+        inputs["supervisor_programs"].append(dict(bad, name="delta", command="/bin/sleep 86404"))
+    return inputs
+
+
+@pytest.mark.parametrize("case", ["changed program", "new program"])
+def test_program_file_supervisor_cannot_parse_is_refused(case):
+    """The file is checked with supervisor's own parser before it replaces the previous one:
+    the run fails with supervisor's message, the program files and the running programs stay."""
+    hosts = molecule_hosts()
+    program = "bravo" if case == "changed program" else "delta"
+    # The refusal comes from supervisor's parser, not from the role's own input checks.
+    assert_refused_before_change(hosts, _with_unparsable_program(case),
+                                 f"not a valid list of exit codes: 'notanumber' in section 'program:{program}'",
+                                 program, [CONF_DIR, "/etc/supervisor/supervisord.conf"], state=settled_status)
+    for host in hosts:
+        assert not host.file(f"{CONF_DIR}/delta.conf").exists
+        assert "exitcodes" not in host.file(f"{CONF_DIR}/bravo.conf").content_string
+        assert host.run("pgrep -f 'sleep 8640[4]'").rc == 1
+        for name in PROGRAMS:
+            assert_running(host, name)
 
 
 BAD_INPUTS = {
     "missing command": (
         {"supervisor_groups": [], "supervisor_programs": [{"name": "nocmd"}]},
-        "command is required",
+        "command is required when state is present",
     ),
     "unknown autorestart value": (
         {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "autorestart": "sometimes"}]},
-        "autorestart",
+        "value of autorestart must be one of: True, False, unexpected, got: sometimes",
     ),
     "wrong type": (
         {"supervisor_groups": [], "supervisor_programs": [{"name": "x", "command": "/bin/true", "numprocs": "many"}]},
-        "numprocs",
+        "argument 'numprocs' is of type str found in 'supervisor_programs'. and we were unable to convert to int",
     ),
     "duplicate names": (
         {
             "supervisor_groups": [],
             "supervisor_programs": [{"name": "dup", "command": "/bin/true"}, {"name": "dup", "command": "/bin/false"}],
         },
-        "dup",
+        "(a group and a program may not share a name either). Offending names: dup.",
     ),
     "inet server without password": (
         {"supervisor_inet_http_server_password": ""},
-        "supervisor_inet_http_server_password",
+        "supervisor_inet_http_server_password must both be set (keep the password in Ansible Vault)",
     ),
     "environment value with both quotes": (
         {
             "supervisor_groups": [],
             "supervisor_programs": [{"name": "x", "command": "/bin/true", "environment": {"Q": "it's \"both\""}}],
         },
-        "both single and double quotes",
+        "environment values cannot hold a newline, nor both single and double quotes.",
     ),
     "world-writable control socket": (
         {"supervisor_unix_socket_mode": "0777"},
-        "supervisor_unix_socket_mode",
+        'does not let other users write to the socket (anyone who can write to it controls every program); got "0777"',
     ),
     "group with unknown program": (
         {"supervisor_groups": [{"name": "ghosts", "programs": ["casper"]}]},
-        "casper",
+        "lists programs that are not in supervisor_programs with state present: casper.",
     ),
 }
 
