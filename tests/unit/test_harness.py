@@ -103,7 +103,10 @@ def test_molecule_phases_are_timed_from_the_output(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path)
     script = ("import time\n"
               "for phase in ('create', 'converge', 'verify'):\n"
-              "    print(f'INFO     \\x1b[32mdemo\\x1b[0m \u279c \\x1b[33m{phase}\\x1b[0m: Executing', flush=True)\n"
+              "    if phase == 'verify':\n"
+              "        print(f'INFO     [demo > {phase}] Executing', flush=True)\n"
+              "    else:\n"
+              "        print(f'INFO     \\x1b[32mdemo\\x1b[0m \u279c \\x1b[33m{phase}\\x1b[0m: Executing', flush=True)\n"
               "    time.sleep(0.3 if phase == 'converge' else 0.05)\n")
     job = harness.run_job(harness.Job("molecule demo", [sys.executable, "-c", script]))
     assert [name for name, _ in job.phases] == ["create", "converge", "verify"]
