@@ -180,6 +180,8 @@ class CacheServer(http.server.ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
         super().__init__(address, Handler)
+        if log_path:
+            log_path.write_text("")
 
     def count(self, name: str) -> None:
         with self._lock:

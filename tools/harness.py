@@ -157,6 +157,8 @@ def tool_env() -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(VENV)
     env.setdefault("ANSIBLE_FORCE_COLOR", "0")
     env.setdefault("PY_COLORS", "0")
+    # The test containers mount it as root's pip cache (.config/molecule/config.yml).
+    env["WSGISTACK_PIP_CACHE"] = str(PIP_CACHE_DIR)
     return env
 
 
@@ -341,9 +343,12 @@ def ensure_images(extra: list[str] | None = None) -> None:
 # --------------------------------------------------------------------------- test run
 
 LOG_DIR = STATE_DIR / "test-logs"
-DURATIONS = STATE_DIR / "test-durations.json"
-APT_CACHE_DIR = STATE_DIR / "apt"
-PIP_CACHE_DIR = STATE_DIR / "pip"
+# Kept outside the checkout, so that every clone (CI clones afresh) finds what earlier runs downloaded.
+CACHE_HOME = Path(os.environ.get("WSGISTACK_CACHE_DIR")
+                  or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wsgistack")
+DURATIONS = CACHE_HOME / "test-durations.json"
+APT_CACHE_DIR = CACHE_HOME / "apt"
+PIP_CACHE_DIR = CACHE_HOME / "pip"
 MOLECULE_PHASES = ("destroy", "syntax", "create", "prepare", "converge", "idempotence", "check", "side_effect",
                    "verify", "cleanup")
 # "INFO     [scenario > converge] Executing" (plain) or "INFO     scenario ➜ converge: Executing" (terminal).
@@ -444,7 +449,7 @@ def run_jobs(jobs: list[Job], workers: int) -> list[Job]:
             job = future.result()
             log(f"{job.name}: {'ok' if job.ok else 'FAILED'} in {job.seconds:.0f} s ({_shown(job.log)})")
     known.update({j.name: round(j.seconds) for j in jobs if j.ok})
-    STATE_DIR.mkdir(exist_ok=True)
+    DURATIONS.parent.mkdir(parents=True, exist_ok=True)
     DURATIONS.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
     for job in jobs:
         if not job.ok:
@@ -486,7 +491,7 @@ def start_package_caches() -> None:
     if aptcache.answers(port):
         log(f"An apt package cache already answers on port {port}; using it")
         return
-    server = aptcache.start(APT_CACHE_DIR, port, log_path=STATE_DIR / "apt-cache.log")
+    server = aptcache.start(APT_CACHE_DIR, port, log_path=CACHE_HOME / "apt-cache.log")
     if server is None:
         log(f"Port {port} is taken by something else: test containers download packages directly "
             "(set WSGISTACK_APT_CACHE_PORT to a free port to cache them)")
@@ -506,7 +511,8 @@ SYSTEMD_FLAGS = [
 ]
 
 
-def start_target(name: str, image: str = f"{SYSTEMD_REPO}:debian12", publish: list[str] | None = None) -> None:
+def start_target(name: str, image: str = f"{SYSTEMD_REPO}:debian12", publish: list[str] | None = None,
+                 volumes: list[str] | None = None) -> None:
     """A systemd container to converge, started unless it already runs."""
     state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
     if state.returncode == 0 and state.stdout.strip() == "true":
@@ -515,6 +521,7 @@ def start_target(name: str, image: str = f"{SYSTEMD_REPO}:debian12", publish: li
     if state.returncode == 0:
         run(["docker", "rm", "-f", name], stdout=subprocess.DEVNULL)
     ports = [arg for mapping in (publish or []) for arg in ("-p", mapping)]
+    ports += [arg for mapping in (volumes or []) for arg in ("-v", mapping)]
     log(f"Starting {name} from {image}")
     run(["docker", "run", "-d", "--name", name, "--hostname", name, *SYSTEMD_FLAGS, *ports, image, "/lib/systemd/systemd"],
         stdout=subprocess.DEVNULL)
@@ -617,7 +624,8 @@ def run_package_test() -> None:
     env = tool_env()
     env["ANSIBLE_COLLECTIONS_PATH"] = str(PACKAGE_DIR / "collections")
     env.pop("ANSIBLE_CONFIG", None)
-    start_target(PACKAGE_CONTAINER)
+    PIP_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    start_target(PACKAGE_CONTAINER, volumes=[f"{PIP_CACHE_DIR}:/root/.cache/pip"])
     try:
         seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
         status, body = https_answer(PACKAGE_CONTAINER, "mysite.localhost")
