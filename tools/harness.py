@@ -632,6 +632,11 @@ def run_package_test() -> None:
         if status != "200" or "release 1" not in body:
             raise HarnessError(f"the packaged site answered {status or 'nothing'}:\n{body[:2000]}")
         log(f"packaged collection converged in {seconds:.0f} s; HTTPS answered {status}")
+        # The same inventory as `make demo`: running it again must change nothing.
+        again, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
+        if totals.get("changed", -1) != 0 or totals.get("ok", 0) == 0:
+            raise HarnessError(f"a second run of the packaged site.yml was not a no-op: {totals}")
+        log(f"second run: {totals.get('ok')} ok, 0 changed, in {again:.0f} s")
     finally:
         stop_target(PACKAGE_CONTAINER)
 
