@@ -324,3 +324,37 @@ def assert_forced_renewal_served_after_reload(host, cert_name: str, name: str, s
     assert wait_for(new_serial, timeout=15), f"{service} still serves the old certificate"
     assert host.check_output(f"systemctl show -p MainPID --value {service}").strip() == main_pid, (
         f"{service} was restarted instead of reloaded")
+
+
+# --- requests that keep running while the controller changes the host ------------------
+
+def start_request_loop(host, name: str, path: str = "/", port: int = 80, tls: bool = False,
+                       batch: int = 100) -> None:
+    """Run LOAD_SCRIPT in the instance batch after batch (a transient systemd unit), until
+    stop_request_loop; for a change made from the controller, such as a converge, while
+    requests keep coming. Each batch appends its report to /tmp/wsgistack_load.jsonl."""
+    import shlex
+
+    put_file(host, "/tmp/wsgistack_load.py", LOAD_SCRIPT)
+    args = ["127.0.0.1", str(port), "1" if tls else "0", name, path, str(batch), str(batch), "", "0"]
+    command = "python3 /tmp/wsgistack_load.py " + " ".join(shlex.quote(a) for a in args)
+    host.check_output("systemctl stop wsgistack-load 2>/dev/null; systemctl reset-failed wsgistack-load 2>/dev/null;"
+                      " rm -f /tmp/wsgistack_load.jsonl /tmp/wsgistack_load.stop; true")
+    loop = f"while [ ! -e /tmp/wsgistack_load.stop ]; do {command} >> /tmp/wsgistack_load.jsonl || exit 1; done"
+    host.check_output(f"systemd-run --unit wsgistack-load --quiet sh -c {shlex.quote(loop)}")
+    assert wait_for(lambda: host.run("test -s /tmp/wsgistack_load.jsonl").rc == 0, 30), "the request loop did not start"
+
+
+def stop_request_loop(host) -> dict:
+    """Stop the loop of start_request_loop after its current batch and sum up its batches:
+    requests, failures, statuses, and the worker pids each batch saw (`batches`, in order)."""
+    host.check_output("touch /tmp/wsgistack_load.stop")
+    assert wait_for(lambda: host.run("systemctl is-active --quiet wsgistack-load").rc != 0, 120), (
+        "the request loop did not stop")
+    reports = [json.loads(line) for line in host.file("/tmp/wsgistack_load.jsonl").content_string.splitlines()]
+    statuses: dict = {}
+    for report in reports:
+        for key, count in report["statuses"].items():
+            statuses[key] = statuses.get(key, 0) + count
+    return {"requests": sum(r["requests"] for r in reports), "failures": sum(r["failures"] for r in reports),
+            "statuses": statuses, "batches": [r["pids_before"] for r in reports]}
