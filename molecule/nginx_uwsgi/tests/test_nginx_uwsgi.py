@@ -18,7 +18,9 @@ from wsgistack_testlib import (
     request_loop,
     run_playbook,
     scenario_group_vars,
+    start_request_loop,
     status_of,
+    stop_request_loop,
     wait_for,
 )
 
@@ -36,6 +38,36 @@ def master_pid(host, app: str) -> int | None:
         pid = re.search(r"RUNNING\s+pid (\d+)", result.stdout)
         pid = pid.group(1) if pid else "0"
     return int(pid) if pid and pid != "0" else None
+
+
+def process_args(host, pid: int) -> str:
+    """The process's command line (uWSGI shows its procname there), or "" when no process has this pid."""
+    return host.run(f"ps -o args= -p {pid}").stdout.strip()
+
+
+def is_uwsgi_master(host, app: str, pid: int | None) -> bool:
+    return bool(pid) and process_args(host, pid) == f"{app} uWSGI master"
+
+
+def worker_pids(host, app: str) -> set[int]:
+    lines = host.check_output("ps -eo pid=,args=").splitlines()
+    return {int(line.split()[0]) for line in lines if line.split(None, 1)[1].startswith(f"{app} uWSGI worker")}
+
+
+def nginx_master(host) -> int:
+    pid = int(host.check_output("systemctl show -p MainPID --value nginx"))
+    assert pid and process_args(host, pid).startswith("nginx: master process"), pid
+    return pid
+
+
+def nginx_workers(host) -> set[int]:
+    lines = host.check_output("ps -eo pid=,args=").splitlines()
+    return {int(line.split()[0]) for line in lines if "nginx: worker process" in line}
+
+
+def body_of(host, app: str, path: str = "/") -> str:
+    args = f"{HTTPS}{path}" if app == "hello" else f"-H 'Host: hello2.test' http://127.0.0.1{path}"
+    return curl(host, args)
 
 
 def serving(host, app: str) -> bool:
@@ -144,10 +176,81 @@ def test_touch_reload_under_load_loses_no_request(host, app):
 @pytest.mark.parametrize("app", APPS)
 def test_killed_master_comes_back(host, app):
     old = wait_for(lambda: master_pid(host, app), timeout=20)
-    host.run(f"kill -KILL {old}")
+    assert is_uwsgi_master(host, app, old), (old, process_args(host, old) if old else None)
+    host.check_output(f"kill -KILL {old}")
     new = wait_for(lambda: (pid := master_pid(host, app)) and pid != old and pid, timeout=20)
     assert new and new != old
+    assert wait_for(lambda: is_uwsgi_master(host, app, new), timeout=10), process_args(host, new)
+    assert process_args(host, old) != f"{app} uWSGI master", "the killed master is still running"
     assert wait_for(lambda: serving(host, app), timeout=20), journal(host, f"uwsgi-{app}")
+
+
+
+def test_site_change_reloads_nginx_without_restart(host):
+    """A converge that changes a site applies it with a reload: same nginx master, new workers."""
+    hostname = host.backend.get_hostname()
+    name = "reload.hello2.test"
+    args = f"-H 'Host: {name}' http://127.0.0.1/"
+    master, workers = nginx_master(host), nginx_workers(host)
+    assert workers, "nginx has no worker processes"
+    # Not a name of any site yet: the default server closes the connection (curl exit 52).
+    assert host.run(f"curl -s --max-time 10 {args}").rc == 52
+    inputs = scenario_group_vars()
+    inputs["nginx_uwsgi_sites"][1]["server_names"].append(name)
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        assert result.returncode == 0, output(result)
+        assert wait_for(lambda: status_of(host, args) == "200", timeout=10), journal(host, "nginx")
+        assert curl(host, f"-H 'Host: {name}' http://127.0.0.1/ping").startswith("app:/ping::")
+        assert nginx_master(host) == master, "nginx was restarted instead of reloaded"
+        assert not nginx_workers(host) & workers, "the old nginx workers still serve"
+    finally:
+        restored = run_playbook("converge.yml", limit=hostname)
+    assert restored.returncode == 0, output(restored)
+    assert wait_for(lambda: host.run(f"curl -s --max-time 10 {args}").rc == 52, timeout=10)
+    assert nginx_master(host) == master
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_changed_ini_reloads_the_app_gracefully(host, app):
+    """New environment and process count in the app's inputs: the same uWSGI master, new
+    workers with the new values, and every request during the converge answered."""
+    hostname = host.backend.get_hostname()
+    assert wait_for(lambda: serving(host, app), timeout=20)
+    master = master_pid(host, app)
+    assert is_uwsgi_master(host, app, master), master
+    workers = worker_pids(host, app)
+    assert len(workers) == 2, workers
+    greeting = "hi 100%" if app == "hello" else ""
+    assert body_of(host, app).startswith(f"app:/:{greeting}:")
+    inputs = scenario_group_vars()
+    entry = next(a for a in inputs["nginx_uwsgi_apps"] if a["name"] == app)
+    entry["environment"] = {"APP_GREETING": "reloaded 100%"}
+    entry["processes"] = 3
+    if app == "hello":
+        start_request_loop(host, "hello.test", port=443, tls=True)
+    else:
+        start_request_loop(host, "hello2.test")
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        assert result.returncode == 0, output(result)
+        # uWSGI looks at the ini every few seconds.
+        assert wait_for(lambda: body_of(host, app).startswith("app:/:reloaded 100%:"), timeout=30), body_of(host, app)
+        assert wait_for(lambda: len(worker_pids(host, app)) == 3, timeout=30), worker_pids(host, app)
+    finally:
+        report = stop_request_loop(host)
+    try:
+        assert report["failures"] == 0, report
+        assert len(report["batches"]) >= 3 and report["requests"] >= 300, report
+        assert not set(report["batches"][-1]) & {str(pid) for pid in workers}, report
+        assert master_pid(host, app) == master, "the uWSGI master was restarted instead of reloaded"
+        assert not worker_pids(host, app) & workers, "old workers are still running"
+    finally:
+        restored = run_playbook("converge.yml", limit=hostname)
+    assert restored.returncode == 0, output(restored)
+    assert wait_for(lambda: body_of(host, app).startswith(f"app:/:{greeting}:"), timeout=30), body_of(host, app)
+    assert wait_for(lambda: len(worker_pids(host, app)) == 2, timeout=30), worker_pids(host, app)
+    assert master_pid(host, app) == master
 
 
 def test_broken_extra_config_keeps_previous_site(host):
@@ -186,17 +289,25 @@ def _with(key: str, index: int, **changes) -> dict:
 
 
 BAD_INPUTS = {
-    "https without certificate": (_with("nginx_uwsgi_sites", 0, tls_self_signed=False), "there is no certificate",
-                                  "nginx_uwsgi_sites"),
-    "site for unknown app": (_with("nginx_uwsgi_sites", 1, app="nope"), "app nope is not a present entry",
-                             "nginx_uwsgi_apps"),
-    "app without user": ({"nginx_uwsgi_apps": [{"name": "x", "chdir": "/srv", "module": "a:b"}]}, "user (the app user",
-                         "nginx_uwsgi_apps"),
-    "app user missing on host": (_with("nginx_uwsgi_apps", 0, user="ghost"), "ghost", "nginx_uwsgi_apps"),
-    "unknown process manager": ({"nginx_uwsgi_process_manager": "runit"}, "runit", "nginx_uwsgi_process_manager"),
-    "site without server names": (_with("nginx_uwsgi_sites", 1, server_names=[]), "server_names must list",
-                                  "nginx_uwsgi_sites"),
-    "wrong type": (_with("nginx_uwsgi_apps", 0, processes="many"), "processes", "nginx_uwsgi_apps"),
+    "https without certificate": (
+        _with("nginx_uwsgi_sites", 0, tls_self_signed=False),
+        "tls is true but there is no certificate: set tls_certificate and tls_certificate_key",
+        "nginx_uwsgi_sites"),
+    "site for unknown app": (_with("nginx_uwsgi_sites", 1, app="nope"),
+                             "app nope is not a present entry of nginx_uwsgi_apps.", "nginx_uwsgi_apps"),
+    "app without user": ({"nginx_uwsgi_apps": [{"name": "x", "chdir": "/srv", "module": "a:b"}]},
+                         "user (the app user uWSGI runs as) is required.", "nginx_uwsgi_apps"),
+    "app user missing on host": (_with("nginx_uwsgi_apps", 0, user="ghost"),
+                                 "refers to users that do not exist on the host: ghost. Create them first",
+                                 "nginx_uwsgi_apps"),
+    "unknown process manager": ({"nginx_uwsgi_process_manager": "runit"},
+                                "value of nginx_uwsgi_process_manager must be one of: supervisor, systemd, got: runit",
+                                "nginx_uwsgi_process_manager"),
+    "site without server names": (_with("nginx_uwsgi_sites", 1, server_names=[]),
+                                  "server_names must list at least one host name.", "nginx_uwsgi_sites"),
+    "wrong type": (_with("nginx_uwsgi_apps", 0, processes="many"),
+                   "argument 'processes' is of type str found in 'nginx_uwsgi_apps'. and we were unable to convert to int",
+                   "nginx_uwsgi_apps"),
 }
 
 
