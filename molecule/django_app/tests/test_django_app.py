@@ -7,11 +7,11 @@ import re
 
 import pytest
 from wsgistack_testlib import (
+    assert_recap,
     assert_refused_before_change,
     molecule_host_names,
     molecule_hosts,
     output,
-    recap,
     run_playbook,
     scenario_group_vars,
 )
@@ -46,6 +46,30 @@ def current(host) -> str:
 
 def manage(host, *args: str) -> str:
     return host.check_output(f"{ROOT}/bin/manage " + " ".join(args))
+
+
+def static_inodes(host, release: str) -> dict[str, int]:
+    """Inode of every collected static file of a release, by its path below _static."""
+    out = host.check_output(f"find {release}/_static -type f -printf '%P %i\\n'")
+    return {path: int(inode) for path, inode in (line.rsplit(" ", 1) for line in out.splitlines())}
+
+
+def releases_by_variant(host) -> dict[str, str]:
+    """The release directories of mysite, named after the test variant their code is:
+    v1 (examples/mysite), v2, broken, unhealthy (see prepare.yml)."""
+    script = (
+        f"for d in {ROOT}/releases/*; do"
+        " if grep -q notes_helpers_missing $d/notes/views.py; then v=broken;"
+        " elif grep -q missing_table $d/notes/views.py; then v=unhealthy;"
+        " elif [ -e $d/notes/migrations/0002_note_pinned.py ]; then v=v2; else v=v1; fi;"
+        " echo $v $d; done"
+    )
+    variants = {}
+    for line in host.check_output(script).splitlines():
+        variant, path = line.split()
+        assert variant not in variants, host.check_output(f"ls -l {ROOT}/releases")
+        variants[variant] = path
+    return variants
 
 
 def test_release_serves_its_page_from_the_database_with_static_css(host):
@@ -116,6 +140,32 @@ def test_startproject_project_serves_admin_login_with_its_css(host):
     assert re.search(r"set-cookie: csrftoken=.*; secure", headers), headers
 
 
+def test_only_the_newest_backups_are_kept():
+    """The newest django_app_backups_keep database dumps in shared/backups stay, older ones go.
+    The scenario runs SQLite, so there is nothing to pg_dump: the dumps are placed by the test
+    (the topology scenario checks that a migration on PostgreSQL writes one)."""
+    hosts = molecule_hosts()
+    backups = f"{ROOT}/shared/backups"
+    dumps = [f"2024010{day}T000000Z-before-test{day}.dump" for day in range(1, 5)]
+    for h in hosts:
+        for day, name in enumerate(dumps, start=1):
+            h.check_output(f"umask 077 && echo dump{day} > {backups}/{name} && touch -d 2024-01-0{day} {backups}/{name}")
+        # Not a dump: never removed.
+        h.check_output(f"touch -d 2023-01-01 {backups}/README")
+    try:
+        result = run_playbook("converge.yml", extra_vars={"django_app_backup_before_migrate": True,
+                                                          "django_app_backups_keep": 2})
+        assert result.returncode == 0, output(result)
+        # The removal of the two oldest dumps is the run's only change.
+        assert_recap(result, changed=1, failed=0)
+        for h in hosts:
+            assert sorted(h.check_output(f"ls {backups}").split()) == sorted(dumps[2:] + ["README"])
+            assert h.file(f"{backups}/{dumps[3]}").content_string == "dump4\n"
+    finally:
+        for h in hosts:
+            h.check_output(f"rm -f {backups}/*.dump {backups}/README")
+
+
 @pytest.fixture(scope="module")
 def v2_deploy():
     """Write a note on v1, then deploy v2 (a migration and a new page) with -v."""
@@ -144,10 +194,27 @@ def test_new_release_switches_keeps_the_old_one_and_migrates(v2_deploy):
         assert h.file(f"{now}/.venv").linked_to == h.file(f"{before[h.backend.host]}/.venv").linked_to
 
 
+def test_unchanged_static_files_are_not_copied_again(v2_deploy):
+    """v2 changes no static file: collectstatic copies none and every collected file of v2 is a
+    hard link to v1's (only the manifest is written anew for each release)."""
+    hosts, before, result = v2_deploy
+    text = output(result)
+    assert result.returncode == 0, text
+    # collectstatic's summary, printed by -v (once per host, maybe twice: stdout and stdout_lines).
+    copied = re.findall(r"(\d+) static files? copied", text)
+    assert len(copied) >= len(hosts) and set(copied) == {"0"}, copied
+    for h in hosts:
+        old, new = static_inodes(h, before[h.backend.host]), static_inodes(h, current(h))
+        assert len(old) > 100 and sorted(old) == sorted(new), (len(old), set(old) ^ set(new))
+        assert any(re.fullmatch(r"notes/site\.[0-9a-f]{12}\.css", path) for path in new), sorted(new)
+        relinked = {path for path in new if new[path] != old[path]}
+        assert relinked <= {"staticfiles.json"}, sorted(relinked)
+
+
 def test_same_release_again_changes_nothing(v2_deploy):
     result = run_playbook("converge.yml", extra_vars={"mysite_source_path": release_path("v2")})
     assert result.returncode == 0, output(result)
-    assert all(c["changed"] == 0 for c in recap(result).values()), output(result)
+    assert_recap(result, changed=0, failed=0)
 
 
 def test_release_that_cannot_import_never_goes_live(v2_deploy):
@@ -180,21 +247,34 @@ def test_failed_check_after_switch_rolls_back(v2_deploy):
         assert status == "200" and body.startswith("ok 2")
 
 
-def test_git_source_release_is_the_commit(v2_deploy):
+def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy):
+    """The git release makes five on disk; with django_app_keep_releases: 3 the two oldest
+    (v1, then broken) go, while the new current, the previous (v2) and the newest other stay."""
     hosts = molecule_hosts()
+    before = {}
+    for h in hosts:
+        before[h.backend.host] = releases_by_variant(h)
+        # Deployed in this order by the scenario and the tests above; v2 is live again.
+        assert sorted(before[h.backend.host]) == ["broken", "unhealthy", "v1", "v2"], before[h.backend.host]
+        assert current(h) == before[h.backend.host]["v2"]
     source = {"type": "git", "repo": "file:///srv/git/mysite.git", "version": "main"}
-    result = run_playbook("converge.yml", extra_vars={"mysite_source": source})
+    inputs = {"mysite_source": source, "django_app_keep_releases": 3}
+    result = run_playbook("converge.yml", extra_vars=inputs)
     assert result.returncode == 0, output(result)
     for h in hosts:
         commit = h.check_output("git --git-dir=/srv/git/mysite.git rev-parse main")
         assert current(h) == f"{ROOT}/releases/{commit[:12]}"
         status, body = get(h, "/")
         assert status == "200" and "release 1" in body
-        # Releases beyond django_app_keep_releases (5) are gone; current and previous stay.
-        assert len(h.check_output(f"ls {ROOT}/releases").split()) <= 5
-    again = run_playbook("converge.yml", extra_vars={"mysite_source": source})
+        old = before[h.backend.host]
+        kept = h.check_output(f"ls {ROOT}/releases").split()
+        assert sorted(kept) == sorted([commit[:12]] + [os.path.basename(old[v]) for v in ("v2", "unhealthy")]), (
+            kept, old)
+        for gone in ("v1", "broken"):
+            assert not h.file(old[gone]).exists, gone
+    again = run_playbook("converge.yml", extra_vars=inputs)
     assert again.returncode == 0, output(again)
-    assert all(c["changed"] == 0 for c in recap(again).values()), output(again)
+    assert_recap(again, changed=0, failed=0)
 
 
 BAD_INPUTS = [
