@@ -39,6 +39,12 @@ def serving(host) -> bool:
     return status_of(host, f"{HTTPS}/") == "200"
 
 
+def apache_main_pid(host) -> int:
+    pid = int(host.check_output("systemctl show -p MainPID --value apache2"))
+    assert pid and host.check_output(f"ps -o args= -p {pid}").startswith("/usr/sbin/apache2"), pid
+    return pid
+
+
 def daemon_pids(host) -> set[int]:
     lines = host.check_output("ps -eo pid=,args=").splitlines()
     return {int(line.split()[0]) for line in lines if "(wsgi:hello)" in line}
@@ -125,6 +131,31 @@ def test_touching_wsgi_script_restarts_daemon_without_failures(host):
     assert after and not after & before, (before, after)
 
 
+def test_site_change_reloads_apache_without_restart(host):
+    """A converge that changes a virtual host applies it with a graceful reload: Apache's main
+    process stays."""
+    hostname = host.backend.get_hostname()
+    alias = "reload.hello.test"
+    args = f"-H 'Host: {alias}' http://127.0.0.1/x"
+    main = apache_main_pid(host)
+    # Not a name of the site yet: the catch-all virtual host refuses it.
+    assert status_of(host, args) == "403"
+    inputs = scenario_group_vars()
+    inputs["apache_modwsgi_sites"][0]["server_aliases"].append(alias)
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        assert result.returncode == 0, output(result)
+        redirect = f"-o /dev/null -w '%{{http_code}} %{{redirect_url}}' {args}"
+        assert wait_for(lambda: curl(host, redirect) == f"301 https://{alias}/x", timeout=15), curl(host, redirect)
+        assert apache_main_pid(host) == main, "Apache was restarted instead of reloaded"
+    finally:
+        restored = run_playbook("converge.yml", limit=hostname)
+    assert restored.returncode == 0, output(restored)
+    assert wait_for(lambda: status_of(host, args) == "403", timeout=15)
+    assert apache_main_pid(host) == main
+    assert wait_for(lambda: serving(host), timeout=30), journal(host, "apache2")
+
+
 def test_broken_extra_config_keeps_previous_site(host):
     site = "/etc/apache2/sites-available/hello.conf"
     before = host.file(site).sha256sum
@@ -159,17 +190,22 @@ def _with(**changes) -> dict:
 
 
 BAD_INPUTS = {
-    "https without certificate": (_with(tls_self_signed=False), "there is no certificate"),
-    "daemon mode without user": (_with(mode="daemon", user=None), "user is required in daemon mode"),
-    "unknown mode": (_with(mode="threaded"), "threaded"),
+    "https without certificate": (
+        _with(tls_self_signed=False),
+        "tls is true but there is no certificate: set tls_certificate and tls_certificate_key"),
+    "daemon mode without user": (
+        _with(mode="daemon", user=None), "user is required in daemon mode (the app runs as this user, not as www-data)."),
+    "unknown mode": (_with(mode="threaded"), "value of mode must be one of: daemon, embedded, got: threaded"),
     "two embedded sites, two virtualenvs": (
         {"apache_modwsgi_sites": [
             dict(SITE, name="a", mode="embedded", python_home="/srv/a/venv"),
             dict(SITE, name="b", mode="embedded", python_home="/srv/b/venv", server_name="b.test"),
         ]},
-        "use different python_home/python_path values",
+        "use different python_home/python_path values. Give them the same virtualenv, or use mode: daemon",
     ),
-    "wrong type": (_with(processes="many"), "processes"),
+    "wrong type": (
+        _with(processes="many"),
+        "argument 'processes' is of type str found in 'apache_modwsgi_sites'. and we were unable to convert to int"),
 }
 
 

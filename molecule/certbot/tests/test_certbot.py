@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from wsgistack_testlib import (
     assert_forced_renewal_served_after_reload,
+    assert_recap,
     assert_refused_before_change,
     assert_served_certificate_from_pebble,
     curl,
@@ -13,7 +14,6 @@ from wsgistack_testlib import (
     molecule_hosts,
     output,
     pebble_root,
-    recap,
     restart_pebble,
     run_playbook,
     save_served_chain,
@@ -72,7 +72,7 @@ def test_unchanged_inputs_contact_nothing():
     try:
         result = run_playbook("converge.yml")
         assert result.returncode == 0, output(result)
-        assert all(c["changed"] == 0 for c in recap(result).values()), output(result)
+        assert_recap(result, changed=0, failed=0)
     finally:
         for host in hosts:
             restart_pebble(host)
@@ -106,7 +106,7 @@ def test_acme_server_down_fails_with_reason_and_keeps_certificate():
             restart_pebble(host)
     text = output(result)
     assert result.returncode != 0, text
-    assert all(c["failed"] == 1 for c in recap(result).values()), text
+    assert_recap(result, failed=1)
     assert "Obtain certificates with certbot" in text and "Connection refused" in text, text
     for host in hosts:
         save_served_chain(host, "hello.test")
@@ -137,23 +137,27 @@ def test_moving_to_another_acme_server_replaces_the_certificate():
 
 
 BAD_INPUTS = {
-    "no email": ({"certbot_email": ""}, "certbot_email is required", "certbot_email"),
-    "terms not agreed": ({"certbot_agree_tos": False}, "certbot_agree_tos must be true", "certbot_agree_tos"),
+    "no email": ({"certbot_email": ""}, "certbot_email is required (expiry and account notices go there)",
+                 "certbot_email"),
+    "terms not agreed": ({"certbot_agree_tos": False},
+                         "certbot_agree_tos must be true: issuing means agreeing to the ACME server", "certbot_agree_tos"),
     "invalid domain": (
         {"certbot_certificates": [{"name": "bad", "domains": ["not a domain!"]}]},
         "invalid domain names: not a domain!", "certbot_certificates"),
     "webroot without path": (
         {"certbot_webroot": "", "certbot_certificates": [{"name": "w", "domains": ["w.test"]}]},
-        "needs webroot_path", "certbot_certificates"),
+        "the webroot authenticator needs webroot_path (or certbot_webroot).", "certbot_certificates"),
     "standalone with port 80 taken": (
         {"certbot_web_service": "",
          "certbot_certificates": [{"name": "s", "domains": ["s.test"], "authenticator": "standalone"}]},
-        "a server already listens there", "certbot_web_service"),
-    "not an ACME URL": ({"certbot_acme_server": "ftp://example.test/dir"}, "must be production, staging",
-                        "certbot_acme_server"),
+        "so certbot could not stop it. Set certbot_web_service (nginx or apache2)", "certbot_web_service"),
+    "not an ACME URL": (
+        {"certbot_acme_server": "ftp://example.test/dir"},
+        "certbot_acme_server must be production, staging or an https:// ACME directory URL; got ftp://example.test/dir",
+        "certbot_acme_server"),
     "unknown authenticator": (
         {"certbot_certificates": [{"name": "d", "domains": ["d.test"], "authenticator": "dns"}]},
-        "authenticator", "certbot_certificates"),
+        "value of authenticator must be one of: webroot, standalone, nginx, apache, got: dns", "certbot_certificates"),
 }
 
 
