@@ -219,8 +219,9 @@ def test_changed_ini_reloads_the_app_gracefully(host, app):
     assert wait_for(lambda: serving(host, app), timeout=20)
     master = master_pid(host, app)
     assert is_uwsgi_master(host, app, master), master
+    # Workers of a master killed by an earlier test may take a moment to notice and exit.
+    assert wait_for(lambda: len(worker_pids(host, app)) == 2, timeout=30), worker_pids(host, app)
     workers = worker_pids(host, app)
-    assert len(workers) == 2, workers
     greeting = "hi 100%" if app == "hello" else ""
     assert body_of(host, app).startswith(f"app:/:{greeting}:")
     inputs = scenario_group_vars()
@@ -248,9 +249,53 @@ def test_changed_ini_reloads_the_app_gracefully(host, app):
     finally:
         restored = run_playbook("converge.yml", limit=hostname)
     assert restored.returncode == 0, output(restored)
-    assert wait_for(lambda: body_of(host, app).startswith(f"app:/:{greeting}:"), timeout=30), body_of(host, app)
     assert wait_for(lambda: len(worker_pids(host, app)) == 2, timeout=30), worker_pids(host, app)
     assert master_pid(host, app) == master
+    if app == "hello2":
+        # The scenario gives hello2 no environment, and a variable removed from the ini stays in
+        # the reloaded app (see test_removed_environment_variable_leaves_the_app): only a
+        # restart brings back the scenario's state.
+        host.check_output("systemctl restart uwsgi-hello2")
+    assert wait_for(lambda: body_of(host, app).startswith(f"app:/:{greeting}:"), timeout=30), body_of(host, app)
+
+
+class KnownRoleBug(Exception):
+    """What a test marked xfail(raises=KnownRoleBug) expects until the role is fixed."""
+
+
+@pytest.mark.xfail(strict=True, raises=KnownRoleBug, reason=(
+    "ROLE BUG (nginx_uwsgi): a variable removed from nginx_uwsgi_apps[].environment stays in the "
+    "running app. uWSGI's `env =` sets it in the master process, and the graceful reload on a "
+    "changed ini re-executes the master with the environment it already has."))
+def test_removed_environment_variable_leaves_the_app():
+    """Every change of an app's inputs reaches the app through the ini reload, a removed
+    environment variable too (README: a changed ini reloads the app gracefully)."""
+    hosts = molecule_hosts()
+    workers = {}
+    for host in hosts:
+        assert wait_for(lambda h=host: len(worker_pids(h, "hello")) == 2, timeout=30)
+        workers[host] = worker_pids(host, "hello")
+        assert body_of(host, "hello").startswith("app:/:hi 100%:")
+    inputs = scenario_group_vars()
+    next(a for a in inputs["nginx_uwsgi_apps"] if a["name"] == "hello")["environment"] = {}
+    bodies = {}
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs)
+        assert result.returncode == 0, output(result)
+        for host in hosts:
+            # The reload happened once every worker is new.
+            assert wait_for(lambda h=host: (pids := worker_pids(h, "hello")) and len(pids) == 2
+                            and not pids & workers[h], timeout=30), worker_pids(host, "hello")
+            assert wait_for(lambda h=host: serving(h, "hello"), timeout=20)
+            bodies[host.backend.get_hostname()] = body_of(host, "hello")
+    finally:
+        restored = run_playbook("converge.yml")
+    assert restored.returncode == 0, output(restored)
+    for host in hosts:
+        assert wait_for(lambda h=host: body_of(h, "hello").startswith("app:/:hi 100%:"), timeout=30)
+    stale = {name: body for name, body in bodies.items() if not body.startswith("app:/::")}
+    if stale:
+        raise KnownRoleBug(f"APP_GREETING still set after its removal: {stale}")
 
 
 def test_broken_extra_config_keeps_previous_site(host):
