@@ -37,10 +37,18 @@ def scenario_playbook(playbook: str) -> Path:
     return (scenario_dir() / borrowed).resolve() if borrowed else own
 
 
+def scenario_ansible_args() -> list[str]:
+    """The scenario's provisioner.ansible_args, which Molecule adds to each of its playbook runs."""
+    config = yaml.safe_load((scenario_dir() / "molecule.yml").read_text())
+    return [str(arg) for arg in config.get("provisioner", {}).get("ansible_args", [])]
+
+
 def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | None = None,
                  check: bool = False, verbose: bool = False) -> subprocess.CompletedProcess:
-    """Run a playbook of the scenario against its instances and return the result."""
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(scenario_playbook(playbook))]
+    """Run a playbook of the scenario against its instances, with the scenario's ansible_args
+    as Molecule runs it, and return the result."""
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(scenario_playbook(playbook)),
+           *scenario_ansible_args()]
     if verbose:
         cmd.append("-v")
     if extra_vars:
