@@ -14,6 +14,7 @@ import glob
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -157,8 +158,11 @@ def tool_env() -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(VENV)
     env.setdefault("ANSIBLE_FORCE_COLOR", "0")
     env.setdefault("PY_COLORS", "0")
-    # The test containers mount it as root's pip cache (.config/molecule/config.yml).
-    env["WSGISTACK_PIP_CACHE"] = str(PIP_CACHE_DIR)
+    # The test containers mount it (.config/molecule/config.yml).
+    env["WSGISTACK_WHEELHOUSE"] = str(WHEELHOUSE)
+    if _wheelhouse_ready():
+        # The scenarios then install with --no-index from it (django_app_pip_no_index).
+        env["WSGISTACK_WHEELHOUSE_READY"] = "1"
     return env
 
 
@@ -348,7 +352,13 @@ CACHE_HOME = Path(os.environ.get("WSGISTACK_CACHE_DIR")
                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wsgistack")
 DURATIONS = CACHE_HOME / "test-durations.json"
 APT_CACHE_DIR = CACHE_HOME / "apt"
-PIP_CACHE_DIR = CACHE_HOME / "pip"
+# Wheels of the example project's requirements for the targets' Pythons (Debian 12/13, Ubuntu
+# 22.04/24.04), mounted read-only in the test containers, whose inventories point
+# django_app_pip_find_links at it: pip takes them from there instead of downloading them.
+WHEELHOUSE = CACHE_HOME / "wheels"
+WHEELHOUSE_IN_CONTAINER = "/var/cache/wsgistack/wheels"
+WHEEL_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+WHEEL_REQUIREMENTS = sorted((ROOT / "examples" / "mysite" / "requirements").glob("*.txt"))
 MOLECULE_PHASES = ("destroy", "syntax", "create", "prepare", "converge", "idempotence", "check", "side_effect",
                    "verify", "cleanup")
 # "INFO     [scenario > converge] Executing" (plain) or "INFO     scenario ➜ converge: Executing" (terminal).
@@ -483,10 +493,44 @@ def package_jobs() -> list[Job]:
                                                                "package", "--prepared"])]
 
 
+def _wheelhouse_stamp() -> str:
+    return sha256(platform.machine(), *WHEEL_PYTHONS, *[f.read_bytes() for f in WHEEL_REQUIREMENTS])
+
+
+def _wheelhouse_ready() -> bool:
+    stamp_file = WHEELHOUSE / ".stamp"
+    return stamp_file.is_file() and stamp_file.read_text().strip() == _wheelhouse_stamp()
+
+
+def ensure_wheelhouse() -> None:
+    """Download the wheels once per change of the requirements; a failure only costs speed
+    (pip in the containers then goes to the index as usual)."""
+    machine = platform.machine()
+    stamp_file = WHEELHOUSE / ".stamp"
+    if _wheelhouse_ready():
+        log(f"Wheelhouse {_shown(WHEELHOUSE)} is up to date")
+        return
+    (WHEELHOUSE / ".stamp").unlink(missing_ok=True)
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    platforms = [f"--platform={tag}_{machine}" for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014")]
+    requirements = [arg for f in WHEEL_REQUIREMENTS for arg in ("-r", str(f))]
+    for version in WHEEL_PYTHONS:
+        result = subprocess.run(
+            [venv_bin("python"), "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest",
+             str(WHEELHOUSE), "--only-binary=:all:", "--implementation=cp", f"--python-version={version}",
+             *platforms, *requirements], capture_output=True, text=True, cwd=ROOT)
+        if result.returncode != 0:
+            log(f"Could not fill the wheelhouse for Python {version} (pip in the test containers will download "
+                f"instead):\n{result.stderr[-1500:]}")
+            return
+    stamp_file.write_text(_wheelhouse_stamp() + "\n")
+    log(f"Wheelhouse {_shown(WHEELHOUSE)} filled for Python {', '.join(WHEEL_PYTHONS)}")
+
+
 def start_package_caches() -> None:
-    """The apt cache proxy (in this process) and pip's download cache directory, both under
-    .cache/ and kept between runs; test containers use them when they answer or exist."""
-    PIP_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    """The apt cache proxy (in this process) and the wheelhouse, both kept between runs; test
+    containers use them when they answer or exist."""
+    ensure_wheelhouse()
     port = int(os.environ.get("WSGISTACK_APT_CACHE_PORT", aptcache.DEFAULT_PORT))
     if aptcache.answers(port):
         log(f"An apt package cache already answers on port {port}; using it")
@@ -620,12 +664,14 @@ def run_package_test() -> None:
     local = (ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml").read_text()
     source = str(ROOT / "examples" / "mysite")
     (inventory / "group_vars" / "all" / "main.yml").write_text(
-        local.replace('"{{ inventory_dir }}/../../examples/mysite"', f'"{source}"'))
+        local.replace('"{{ inventory_dir }}/../../examples/mysite"', f'"{source}"')
+        + f"\n# The test run's wheels (tools/harness.py).\ndjango_app_pip_find_links: {WHEELHOUSE_IN_CONTAINER}\n"
+        + f"django_app_pip_no_index: {str(os.environ.get('WSGISTACK_WHEELHOUSE_READY') == '1').lower()}\n")
     env = tool_env()
     env["ANSIBLE_COLLECTIONS_PATH"] = str(PACKAGE_DIR / "collections")
     env.pop("ANSIBLE_CONFIG", None)
-    PIP_CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    start_target(PACKAGE_CONTAINER, volumes=[f"{PIP_CACHE_DIR}:/root/.cache/pip"])
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    start_target(PACKAGE_CONTAINER, volumes=[f"{WHEELHOUSE}:{WHEELHOUSE_IN_CONTAINER}:ro"])
     try:
         seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
         status, body = https_answer(PACKAGE_CONTAINER, "mysite.localhost")
