@@ -362,7 +362,7 @@ WHEEL_REQUIREMENTS = sorted((ROOT / "examples" / "mysite" / "requirements").glob
 MOLECULE_PHASES = ("destroy", "syntax", "create", "prepare", "converge", "idempotence", "check", "side_effect",
                    "verify", "cleanup")
 # "INFO     [scenario > converge] Executing" (plain) or "INFO     scenario ➜ converge: Executing" (terminal).
-PHASE_LINE = re.compile(r"[\s>](" + "|".join(MOLECULE_PHASES) + r")(?:\]|:)\s+Executing")
+PHASE_LINE = re.compile(r"[\s>](" + "|".join(MOLECULE_PHASES) + r")(?:\]|:)\s+Executing\s*$")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -397,8 +397,13 @@ def run_job(job: Job) -> Job:
         out.flush()
         # Unbuffered, so that each phase's start is seen when it happens.
         env = dict(tool_env(), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
+        try:
+            proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
+        except OSError as exc:
+            out.write(f"could not start: {exc}\n")
+            job.seconds, job.ok = time.monotonic() - started, False
+            return job
         for line in proc.stdout:
             out.write(line)
             match = PHASE_LINE.search(ANSI.sub("", line))
