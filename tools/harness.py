@@ -84,7 +84,9 @@ def _candidate_pythons() -> list[str]:
     paths += sorted(glob.glob("/usr/bin/python3.*[0-9]")) + sorted(glob.glob("/usr/local/bin/python3.*[0-9]"))
     unique = []
     for path in paths:
-        if path and path not in unique:
+        # Never the project's own .venv (on PATH in the harness's child processes).
+        if path and path not in unique and not Path(path).resolve().is_relative_to(VENV.resolve()) \
+                and not Path(path).parent == VENV / "bin":
             unique.append(path)
     return unique
 
@@ -745,15 +747,16 @@ def main(argv: list[str] | None = None) -> int:
             stop_target(DEMO_CONTAINER)
             log(f"{DEMO_CONTAINER} removed")
             return 0
+        if args.command == "package" and args.prepared:
+            # A step of a test run: the toolchain, engine, images and caches are there already.
+            run_package_test()
+            return 0
         ensure_venv()
         if args.command == "demo":
             ensure_engine()
             ensure_images()
             start_package_caches()
             run_demo()
-            return 0
-        if args.command == "package" and args.prepared:
-            run_package_test()
             return 0
         jobs: list[Job] = []
         if args.command in ("lint", "test"):

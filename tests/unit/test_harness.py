@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -126,3 +127,10 @@ def test_jobs_default_from_the_environment_or_the_machine(monkeypatch):
 def test_unknown_scenario_is_refused_by_name():
     with pytest.raises(harness.HarnessError, match="No Molecule scenario named nope; there are: .*supervisor"):
         harness.molecule_jobs(["nope"])
+
+
+def test_the_projects_own_venv_is_never_the_interpreter_for_a_new_one(monkeypatch):
+    """Child steps of a test run have .venv/bin first on PATH; choosing its python would make the
+    toolchain stamp differ and the harness delete the venv in use."""
+    monkeypatch.setenv("PATH", f"{harness.VENV / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert not [p for p in harness._candidate_pythons() if Path(p).parent == harness.VENV / "bin"]
