@@ -49,9 +49,11 @@ def is_uwsgi_master(host, app: str, pid: int | None) -> bool:
     return bool(pid) and process_args(host, pid) == f"{app} uWSGI master"
 
 
-def worker_pids(host, app: str) -> set[int]:
-    lines = host.check_output("ps -eo pid=,args=").splitlines()
-    return {int(line.split()[0]) for line in lines if line.split(None, 1)[1].startswith(f"{app} uWSGI worker")}
+def worker_pids(host, app: str, master: int | None = None) -> set[int]:
+    """The app's uWSGI workers: every one, or the children of `master`."""
+    lines = host.check_output("ps -eo pid=,ppid=,args=").splitlines()
+    return {int(pid) for pid, ppid, args in (line.split(None, 2) for line in lines)
+            if args.startswith(f"{app} uWSGI worker") and (master is None or int(ppid) == master)}
 
 
 def nginx_master(host) -> int:
@@ -207,8 +209,8 @@ def orphaned_workers(host, app: str) -> set[int]:
 def test_killed_master_leaves_no_worker_behind(host, app):
     master = wait_for(lambda: master_pid(host, app), timeout=20)
     assert is_uwsgi_master(host, app, master), master
-    assert wait_for(lambda: len(worker_pids(host, app)) == 2, timeout=30), worker_pids(host, app)
-    workers = worker_pids(host, app)
+    assert wait_for(lambda: len(worker_pids(host, app, master)) == 2, timeout=30), worker_pids(host, app)
+    workers = worker_pids(host, app, master)
     host.check_output(f"kill -KILL {master}")
     new = wait_for(lambda: (pid := master_pid(host, app)) and pid != master and pid, timeout=20)
     assert is_uwsgi_master(host, app, new)
@@ -257,9 +259,9 @@ def test_changed_ini_reloads_the_app_gracefully(host, app):
     assert wait_for(lambda: serving(host, app), timeout=20)
     master = master_pid(host, app)
     assert is_uwsgi_master(host, app, master), master
-    # Workers of a master killed by an earlier test may take a moment to notice and exit.
-    assert wait_for(lambda: len(worker_pids(host, app)) == 2, timeout=30), worker_pids(host, app)
-    workers = worker_pids(host, app)
+    # This master's children: a killed master's workers may linger (test_killed_master_leaves_no_worker_behind).
+    assert wait_for(lambda: len(worker_pids(host, app, master)) == 2, timeout=30), worker_pids(host, app)
+    workers = worker_pids(host, app, master)
     greeting = "hi 100%" if app == "hello" else ""
     assert body_of(host, app).startswith(f"app:/:{greeting}:")
     inputs = scenario_group_vars()
@@ -275,7 +277,7 @@ def test_changed_ini_reloads_the_app_gracefully(host, app):
         assert result.returncode == 0, output(result)
         # uWSGI looks at the ini every few seconds.
         assert wait_for(lambda: body_of(host, app).startswith("app:/:reloaded 100%:"), timeout=30), body_of(host, app)
-        assert wait_for(lambda: len(worker_pids(host, app)) == 3, timeout=30), worker_pids(host, app)
+        assert wait_for(lambda: len(worker_pids(host, app, master)) == 3, timeout=30), worker_pids(host, app)
     finally:
         report = stop_request_loop(host)
     try:
@@ -287,7 +289,7 @@ def test_changed_ini_reloads_the_app_gracefully(host, app):
     finally:
         restored = run_playbook("converge.yml", limit=hostname)
     assert restored.returncode == 0, output(restored)
-    assert wait_for(lambda: len(worker_pids(host, app)) == 2, timeout=30), worker_pids(host, app)
+    assert wait_for(lambda: len(worker_pids(host, app, master)) == 2, timeout=30), worker_pids(host, app)
     assert master_pid(host, app) == master
     if app == "hello2":
         # The scenario gives hello2 no environment, and a variable removed from the ini stays in
@@ -307,8 +309,9 @@ def test_removed_environment_variable_leaves_the_app():
     hosts = molecule_hosts()
     workers = {}
     for host in hosts:
-        assert wait_for(lambda h=host: len(worker_pids(h, "hello")) == 2, timeout=30)
-        workers[host] = worker_pids(host, "hello")
+        master = master_pid(host, "hello")
+        assert wait_for(lambda h=host, m=master: len(worker_pids(h, "hello", m)) == 2, timeout=30)
+        workers[host] = worker_pids(host, "hello", master)
         assert body_of(host, "hello").startswith("app:/:hi 100%:")
     inputs = scenario_group_vars()
     next(a for a in inputs["nginx_uwsgi_apps"] if a["name"] == "hello")["environment"] = {}
