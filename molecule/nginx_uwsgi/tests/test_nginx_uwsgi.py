@@ -77,10 +77,6 @@ def serving(host, app: str) -> bool:
     return status_of(host, args) == "200"
 
 
-class KnownRoleBug(Exception):
-    """What a test marked xfail(raises=KnownRoleBug) expects until the role is fixed."""
-
-
 def test_nginx_running_and_config_valid(host):
     assert host.service("nginx").is_running
     assert host.service("nginx").is_enabled
@@ -200,11 +196,6 @@ def orphaned_workers(host, app: str) -> set[int]:
             if ppid == "1" and args.startswith(f"{app} uWSGI worker")}
 
 
-@pytest.mark.xfail(raises=KnownRoleBug, strict=False, reason=(
-    "ROLE BUG (nginx_uwsgi, seen on Debian 13 with uWSGI 2.0.28 under supervisor): when the uWSGI "
-    "master dies, a worker can outlive it as an orphan that spins at 100 % CPU; supervisor starts "
-    "a new master but never stops the old workers (the ini has no `no-orphans`). systemd-managed "
-    "apps are not affected: systemd stops the whole cgroup."))
 @pytest.mark.parametrize("app", APPS)
 def test_killed_master_leaves_no_worker_behind(host, app):
     master = wait_for(lambda: master_pid(host, app), timeout=20)
@@ -222,8 +213,7 @@ def test_killed_master_leaves_no_worker_behind(host, app):
     # the tests after this one.
     if orphans:
         host.run("kill -KILL " + " ".join(map(str, orphans)))
-    if survivors or orphans:
-        raise KnownRoleBug(f"workers of a killed master still run: {sorted(survivors | orphans)}")
+    assert not (survivors or orphans), f"workers of a killed master still run: {sorted(survivors | orphans)}"
 
 
 def test_site_change_reloads_nginx_without_restart(host):
@@ -291,18 +281,10 @@ def test_changed_ini_reloads_the_app_gracefully(host, app):
     assert restored.returncode == 0, output(restored)
     assert wait_for(lambda: len(worker_pids(host, app, master)) == 2, timeout=30), worker_pids(host, app)
     assert master_pid(host, app) == master
-    if app == "hello2":
-        # The scenario gives hello2 no environment, and a variable removed from the ini stays in
-        # the reloaded app (see test_removed_environment_variable_leaves_the_app): only a
-        # restart brings back the scenario's state.
-        host.check_output("systemctl restart uwsgi-hello2")
+    # hello2 has no environment in the scenario: the reload unset APP_GREETING again.
     assert wait_for(lambda: body_of(host, app).startswith(f"app:/:{greeting}:"), timeout=30), body_of(host, app)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownRoleBug, reason=(
-    "ROLE BUG (nginx_uwsgi): a variable removed from nginx_uwsgi_apps[].environment stays in the "
-    "running app. uWSGI's `env =` sets it in the master process, and the graceful reload on a "
-    "changed ini re-executes the master with the environment it already has."))
 def test_removed_environment_variable_leaves_the_app():
     """Every change of an app's inputs reaches the app through the ini reload, a removed
     environment variable too (README: a changed ini reloads the app gracefully)."""
@@ -331,8 +313,7 @@ def test_removed_environment_variable_leaves_the_app():
     for host in hosts:
         assert wait_for(lambda h=host: body_of(h, "hello").startswith("app:/:hi 100%:"), timeout=30)
     stale = {name: body for name, body in bodies.items() if not body.startswith("app:/::")}
-    if stale:
-        raise KnownRoleBug(f"APP_GREETING still set after its removal: {stale}")
+    assert bodies and not stale, f"APP_GREETING still set after its removal: {stale or bodies}"
 
 
 def test_broken_extra_config_keeps_previous_site(host):
