@@ -6,13 +6,17 @@ container's default gateway, so the same images work without it. Package files (
 and index files addressed by their hash (`/by-hash/`) never change under one URL: they are
 kept in the cache directory and served from there on later requests, across runs. Everything
 else under `/dists/` (Release files, indexes by name) is passed through. Only GET/HEAD for
-archive paths from loopback or private addresses are served: it is not an open proxy.
+archive paths on the known mirror hosts, from loopback or private addresses, are served: it
+is not an open proxy. A miss is streamed to the client while it is written to the cache; a
+by-hash file is kept only when its content has the hash in its name.
 
 Only the standard library is used; the harness runs it in a thread for the whole test run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import http.server
 import ipaddress
 import os
@@ -28,7 +32,11 @@ from pathlib import Path
 
 IDENTITY_PATH = "/wsgistack-apt-cache"
 IDENTITY = b"wsgistack-apt-cache\n"
-DEFAULT_PORT = 3142
+PORT = 3142
+# Mirror hosts of the Debian and Ubuntu images; start(..., hosts=) adds others (e.g. the
+# host of WSGISTACK_DEBIAN_MIRROR).
+MIRROR_HOSTS = ("deb.debian.org", "security.debian.org", "archive.ubuntu.com", "security.ubuntu.com",
+                "ports.ubuntu.com")
 ARCHIVE_PATH = re.compile(r"/(dists|pool)/")
 IMMUTABLE_PATH = re.compile(r"(/pool/.+\.(deb|udeb|dsc|tar\.\w+|diff\.gz)$)|(/by-hash/[A-Za-z0-9]+/[0-9a-f]{32,}$)")
 FORWARDED_HEADERS = ("If-Modified-Since", "If-None-Match", "Range", "If-Range", "Accept", "User-Agent")
@@ -77,21 +85,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(IDENTITY)))
             self.end_headers()
-            self.wfile.write(IDENTITY)
+            if self.command != "HEAD":
+                self.wfile.write(IDENTITY)
             return
         parts = urllib.parse.urlsplit(self.path)
         if parts.scheme != "http" or not ARCHIVE_PATH.search(parts.path):
             self._refuse(403, "only http package archive paths (/dists/, /pool/) are proxied")
             return
+        if (parts.hostname or "").lower() not in self.server.hosts:
+            self._refuse(403, f"{parts.hostname} is not a known package mirror")
+            return
         target = cache_file(self.server.root, self.path)
-        if target is None:
-            self._pass_through()
-        elif target.is_file():
-            self.server.count("hits")
-            self._serve_file(target)
-        else:
-            self.server.count("misses")
-            self._fetch_and_keep(target)
+        try:
+            if target is not None and target.is_file():
+                self.server.count("hits")
+                self._serve_file(target)
+            elif target is None or self.command == "HEAD":
+                self._pass_through()
+            else:
+                self.server.count("misses")
+                self._fetch_and_keep(target)
+        except (ConnectionError, TimeoutError):
+            # The client went away (or stalled); nothing is kept from a partial download.
+            self.close_connection = True
 
     def _upstream(self) -> urllib.request.Request:
         request = urllib.request.Request(self.path, method=self.command)
@@ -113,11 +129,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             response = urllib.request.urlopen(self._upstream(), timeout=60)  # noqa: S310 - http archive URLs only
         except urllib.error.HTTPError as exc:
             response = exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             self._refuse(502, f"upstream: {exc}")
             return
         with response:
-            body = response.read() if self.command != "HEAD" else b""
+            try:
+                body = response.read() if self.command != "HEAD" else b""
+            except (OSError, http.client.HTTPException) as exc:
+                self._refuse(502, f"upstream: {exc}")
+                return
             length = len(body) if self.command != "HEAD" else int(response.headers.get("Content-Length") or 0)
             self._send_upstream_headers(response.status if hasattr(response, "status") else response.code,
                                         response.headers, length)
@@ -143,39 +163,64 @@ class Handler(http.server.BaseHTTPRequestHandler):
             shutil.copyfileobj(source, self.wfile, CHUNK)
 
     def _fetch_and_keep(self, target: Path) -> None:
-        """Download the whole file into the cache (atomically), then serve it from there."""
-        request = urllib.request.Request(self.path)
+        """Stream the file to the client while writing it to the cache; it is kept (atomically)
+        only when it arrived whole and, for by-hash files, with the hash in its name."""
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - http archive URLs only
-                expected = response.headers.get("Content-Length")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(response, out, CHUNK)
-                    if expected is not None and os.path.getsize(partial) != int(expected):
-                        raise OSError(f"short download: {os.path.getsize(partial)} of {expected} bytes")
-                    os.chmod(partial, 0o644)
-                    os.replace(partial, target)
-                finally:
-                    if os.path.exists(partial):
-                        os.unlink(partial)
+            response = urllib.request.urlopen(urllib.request.Request(self.path), timeout=120)  # noqa: S310
         except urllib.error.HTTPError as exc:
             self._refuse(exc.code, f"upstream: {exc.reason}")
             return
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             self._refuse(502, f"upstream: {exc}")
             return
-        self._serve_file(target)
+        with response:
+            expected = response.headers.get("Content-Length")
+            if expected is None:
+                # Without a length the client cannot tell a cut download: pass it through whole.
+                body = response.read()
+                self._send_upstream_headers(200, response.headers, len(body))
+                self.wfile.write(body)
+                return
+            self._send_upstream_headers(200, response.headers, int(expected))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+            digest = hashlib.sha256()
+            try:
+                # The client gets each chunk once the next one is read, and the last one only
+                # after the file is in the cache: a request right after this one is a hit.
+                pending = b""
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        if pending:
+                            self.wfile.write(pending)
+                        pending = chunk
+                whole = os.path.getsize(partial) == int(expected)
+                hashed = re.search(r"/by-hash/SHA256/([0-9a-f]{64})$", self.path)
+                if whole and (not hashed or hashed.group(1) == digest.hexdigest()):
+                    os.chmod(partial, 0o644)
+                    os.replace(partial, target)
+                self.wfile.write(pending)
+                if not whole:
+                    # The client got fewer bytes than announced: end the connection.
+                    self.close_connection = True
+            except (OSError, http.client.HTTPException):
+                self.close_connection = True
+            finally:
+                if os.path.exists(partial):
+                    os.unlink(partial)
 
 
 class CacheServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Path, address: tuple[str, int], log_path: Path | None = None):
+    def __init__(self, root: Path, address: tuple[str, int], log_path: Path | None = None,
+                 hosts: tuple[str, ...] = ()):
         self.root = Path(root)
         self.log_path = log_path
+        self.hosts = {h.lower() for h in (*MIRROR_HOSTS, *hosts)}
         self.counters = {"hits": 0, "misses": 0}
         self._lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -187,8 +232,16 @@ class CacheServer(http.server.ThreadingHTTPServer):
         with self._lock:
             self.counters[name] += 1
 
+    def handle_error(self, request, client_address) -> None:
+        """An unexpected error in a request goes to the log, not to the test run's output."""
+        import traceback
 
-def answers(port: int, host: str = "127.0.0.1") -> bool:
+        if self.log_path:
+            with open(self.log_path, "a") as out:
+                out.write(f"{client_address[0]} error:\n{traceback.format_exc()}")
+
+
+def answers(port: int = PORT, host: str = "127.0.0.1") -> bool:
     """Whether an apt cache of this kind already answers on the port."""
     try:
         with socket.create_connection((host, port), timeout=2) as sock:
@@ -201,11 +254,12 @@ def answers(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def start(root: Path, port: int = DEFAULT_PORT, log_path: Path | None = None) -> CacheServer | None:
+def start(root: Path, port: int = PORT, log_path: Path | None = None, hosts: tuple[str, ...] = ()) -> CacheServer | None:
     """Serve the cache in a background thread; None when the port is taken (by another run's
-    cache, which is then used as it is, or by something else)."""
+    cache, which is then used as it is, or by something else). It listens on every address:
+    the containers reach it on their network's gateway, and networks come and go during a run."""
     try:
-        server = CacheServer(root, ("0.0.0.0", port), log_path)  # noqa: S104 - containers reach it on their gateway
+        server = CacheServer(root, ("0.0.0.0", port), log_path, hosts)  # noqa: S104
     except OSError:
         return None
     threading.Thread(target=server.serve_forever, name="apt-cache", daemon=True).start()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -71,6 +72,14 @@ def sha256(*parts: bytes | str) -> str:
 # --------------------------------------------------------------------------- Python / venv
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.relative_to(directory)
+        return True
+    except ValueError:
+        return False
+
+
 def _candidate_pythons() -> list[str]:
     found = []
     for minor in range(20, MIN_PYTHON[1] - 1, -1):
@@ -85,7 +94,7 @@ def _candidate_pythons() -> list[str]:
     unique = []
     for path in paths:
         # Never the project's own .venv (on PATH in the harness's child processes).
-        if path and path not in unique and not Path(path).resolve().is_relative_to(VENV.resolve()) \
+        if path and path not in unique and not _inside(Path(path).resolve(), VENV.resolve()) \
                 and not Path(path).parent == VENV / "bin":
             unique.append(path)
     return unique
@@ -382,6 +391,7 @@ class Job:
     seconds: float = 0.0
     phases: list[tuple[str, float]] = field(default_factory=list)
     log: Path | None = None
+    proc: subprocess.Popen | None = None
 
     @property
     def slug(self) -> str:
@@ -389,7 +399,8 @@ class Job:
 
 
 def run_job(job: Job) -> Job:
-    """Run the job's command, its output (with each molecule phase's start) into its log."""
+    """Run the job's command, its output (with each molecule phase's start) into its log. Any
+    error of the harness itself makes the step fail with the error in its log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     job.log = LOG_DIR / f"{job.slug}.log"
     started = time.monotonic()
@@ -397,24 +408,23 @@ def run_job(job: Job) -> Job:
     with open(job.log, "w") as out:
         out.write(f"$ {' '.join(job.cmd)}\n")
         out.flush()
-        # Unbuffered, so that each phase's start is seen when it happens.
-        env = dict(tool_env(), PYTHONUNBUFFERED="1")
         try:
-            proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
-        except OSError as exc:
-            out.write(f"could not start: {exc}\n")
-            job.seconds, job.ok = time.monotonic() - started, False
-            return job
-        for line in proc.stdout:
-            out.write(line)
-            match = PHASE_LINE.search(ANSI.sub("", line))
-            if match:
-                now = time.monotonic()
-                if phase:
-                    job.phases.append((phase, now - phase_started))
-                phase, phase_started = match.group(1), now
-        code = proc.wait()
+            # Unbuffered, so that each phase's start is seen when it happens.
+            env = dict(tool_env(), PYTHONUNBUFFERED="1")
+            job.proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
+            for line in job.proc.stdout:
+                out.write(line)
+                match = PHASE_LINE.search(ANSI.sub("", line))
+                if match:
+                    now = time.monotonic()
+                    if phase:
+                        job.phases.append((phase, now - phase_started))
+                    phase, phase_started = match.group(1), now
+            code = job.proc.wait()
+        except Exception as exc:  # noqa: BLE001 - reported as the step's failure
+            out.write(f"\nthe harness could not run this step: {exc!r}\n")
+            code = -1
         if phase:
             job.phases.append((phase, time.monotonic() - phase_started))
         job.seconds = time.monotonic() - started
@@ -451,27 +461,39 @@ def _known_durations() -> dict[str, float]:
 
 
 def _shown(path: Path) -> str:
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+    return os.path.relpath(path, ROOT) if _inside(path, ROOT) else str(path)
 
 
 def run_jobs(jobs: list[Job], workers: int) -> list[Job]:
     """Run the jobs on a pool of `workers`, the longest (by the last run) first; report each as it
-    ends, then print the full log of every failed one."""
+    ends, then print the full log of every failed one. Ctrl-C stops the running steps and starts
+    no other."""
     known = _known_durations()
     ordered = sorted(jobs, key=lambda j: -known.get(j.name, 600 if j.name.startswith("molecule") else 60))
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for old in LOG_DIR.glob("*.log"):
+        old.unlink()
     log(f"{len(jobs)} steps on {workers} worker(s); logs in {_shown(LOG_DIR)}/")
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = [pool.submit(run_job, job) for job in ordered]
         for future in as_completed(futures):
             job = future.result()
             log(f"{job.name}: {'ok' if job.ok else 'FAILED'} in {job.seconds:.0f} s ({_shown(job.log)})")
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for job in jobs:
+            if job.proc is not None and job.proc.poll() is None:
+                job.proc.terminate()
+        raise
+    pool.shutdown()
     known.update({j.name: round(j.seconds) for j in jobs if j.ok})
     DURATIONS.parent.mkdir(parents=True, exist_ok=True)
     DURATIONS.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
     for job in jobs:
         if not job.ok:
             print("\n" + "#" * 80 + f"\n# FAILED: {job.name}: full log ({job.log})\n" + "#" * 80, flush=True)
-            print(job.log.read_text(errors="replace"), flush=True)
+            print(job.log.read_text(errors="replace") if job.log and job.log.exists() else "(no log)", flush=True)
     return jobs
 
 
@@ -538,16 +560,15 @@ def start_package_caches() -> None:
     """The apt cache proxy (in this process) and the wheelhouse, both kept between runs; test
     containers use them when they answer or exist."""
     ensure_wheelhouse()
-    port = int(os.environ.get("WSGISTACK_APT_CACHE_PORT", aptcache.DEFAULT_PORT))
-    if aptcache.answers(port):
-        log(f"An apt package cache already answers on port {port}; using it")
+    if aptcache.answers():
+        log(f"An apt package cache already answers on port {aptcache.PORT}; using it")
         return
-    server = aptcache.start(APT_CACHE_DIR, port, log_path=CACHE_HOME / "apt-cache.log")
+    mirror = urllib.parse.urlsplit(os.environ.get("WSGISTACK_DEBIAN_MIRROR", DEFAULT_MIRROR)).hostname
+    server = aptcache.start(APT_CACHE_DIR, log_path=CACHE_HOME / "apt-cache.log", hosts=(mirror,) if mirror else ())
     if server is None:
-        log(f"Port {port} is taken by something else: test containers download packages directly "
-            "(set WSGISTACK_APT_CACHE_PORT to a free port to cache them)")
+        log(f"Port {aptcache.PORT} is taken by something else: test containers download packages directly")
     else:
-        log(f"apt package cache on port {port} (files in {_shown(APT_CACHE_DIR)}/)")
+        log(f"apt package cache on port {aptcache.PORT} (files in {_shown(APT_CACHE_DIR)}/)")
 
 
 # --------------------------------------------------------------------------- demo and package
@@ -678,6 +699,7 @@ def run_package_test() -> None:
     env["ANSIBLE_COLLECTIONS_PATH"] = str(PACKAGE_DIR / "collections")
     env.pop("ANSIBLE_CONFIG", None)
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    stop_target(PACKAGE_CONTAINER)  # a leftover one may lack the mounts
     start_target(PACKAGE_CONTAINER, volumes=[f"{WHEELHOUSE}:{WHEELHOUSE_IN_CONTAINER}:ro"])
     try:
         seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
@@ -771,13 +793,16 @@ def main(argv: list[str] | None = None) -> int:
             ensure_engine()
             ensure_images()
             start_package_caches()
-        workers = args.jobs if getattr(args, "jobs", None) else default_jobs()
+        workers = default_jobs() if getattr(args, "jobs", None) is None else args.jobs
         if workers < 1:
             raise HarnessError("-j takes a number of 1 or more")
         run_jobs(jobs, min(workers, len(jobs)))
     except HarnessError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted: the running steps were stopped.", file=sys.stderr)
+        return 130
     except subprocess.CalledProcessError as exc:
         print(f"\nERROR: {' '.join(map(str, exc.cmd))} failed with exit {exc.returncode}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@ indexes by name are passed through, and nothing but archive paths is proxied."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import http.server
 import sys
 import threading
@@ -18,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import aptcache  # noqa: E402
 
 DEB = b"!<arch>\n" + bytes(range(256)) * 64
-BY_HASH = "/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/" + "a" * 64
+BY_HASH = "/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/" + hashlib.sha256(DEB).hexdigest()
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -32,7 +34,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         Upstream.requests.append(self.path)
-        if self.path.endswith("/pool/main/h/hello/hello_1.0_amd64.deb") or self.path.endswith(BY_HASH):
+        if self.path.endswith("/pool/main/h/hello/hello_1.0_amd64.deb") or "/by-hash/" in self.path:
             body, status = DEB, 200
         elif self.path.endswith("/dists/bookworm/InRelease"):
             body, status = Upstream.release, 200
@@ -45,11 +47,14 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def servers(tmp_path):
+def servers(tmp_path, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     Upstream.requests = []
+    Upstream.release = b"Release 1\n"
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    cache = aptcache.start(tmp_path / "cache", 0)
+    cache = aptcache.start(tmp_path / "cache", 0, hosts=("127.0.0.1",))
     assert cache is not None
     mirror = f"http://127.0.0.1:{upstream.server_address[1]}"
     opener = urllib.request.build_opener(
@@ -102,12 +107,32 @@ def test_missing_package_is_an_error_and_is_not_kept(servers):
     assert not list(root.rglob("nope_1_amd64.deb"))
 
 
-def test_only_archive_paths_are_proxied(servers):
+def test_only_archive_paths_of_known_mirrors_are_proxied(servers):
     mirror, opener, _, _ = servers
-    with pytest.raises(urllib.error.HTTPError) as error:
-        opener.open(f"{mirror}/admin/secret")
-    assert error.value.code == 403
+    for url in (f"{mirror}/admin/secret", mirror.replace("127.0.0.1", "localhost") + "/debian/pool/x/y.deb"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            opener.open(url)
+        assert error.value.code == 403, url
     assert Upstream.requests == []
+
+
+def test_by_hash_file_with_other_content_is_not_kept(servers):
+    mirror, opener, _, root = servers
+    wrong = "/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/" + "b" * 64
+    assert opener.open(f"{mirror}{wrong}").read() == DEB
+    assert not list(root.rglob("b" * 64))
+
+
+def test_head_then_get_on_one_connection_stay_in_step(servers):
+    """A HEAD answer carries no body, so the next answer on the kept-alive connection is intact."""
+    _, _, cache, _ = servers
+    conn = http.client.HTTPConnection("127.0.0.1", cache.server_address[1], timeout=10)
+    conn.request("HEAD", aptcache.IDENTITY_PATH)
+    head = conn.getresponse()
+    assert head.status == 200 and head.read() == b""
+    conn.request("GET", aptcache.IDENTITY_PATH)
+    assert conn.getresponse().read() == aptcache.IDENTITY
+    conn.close()
 
 
 def test_identity_answers_and_a_taken_port_is_reported(servers):

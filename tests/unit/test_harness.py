@@ -72,15 +72,21 @@ def test_scenarios_are_found():
 def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
-    monkeypatch.setattr(harness, "STATE_DIR", tmp_path)
-    sleeper = "import sys, time; print(sys.argv[1], flush=True); time.sleep(1.5)"
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "stale.log").write_text("from an earlier run")
+    # Each job records when it ran; they ran side by side if every one started before any ended.
+    sleeper = ("import sys, time; start = time.time(); print(sys.argv[1], flush=True); time.sleep(1.0);"
+               " print('span', start, time.time())")
     jobs = [harness.Job(f"job {n}", [sys.executable, "-c", sleeper, f"output of {n}"]) for n in range(3)]
-    started = time.monotonic()
     harness.run_jobs(jobs, 3)
-    assert time.monotonic() - started < 4.0, "the three jobs did not run at the same time"
+    spans = []
     for n, job in enumerate(jobs):
         assert job.ok and job.log == tmp_path / "logs" / f"job-{n}.log"
-        assert f"output of {n}" in job.log.read_text()
+        text = job.log.read_text()
+        assert f"output of {n}" in text
+        spans.append([float(x) for x in text.split("span ")[1].split()[:2]])
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+    assert not (tmp_path / "logs" / "stale.log").exists()
     assert json.loads((tmp_path / "durations.json").read_text()).keys() == {"job 0", "job 1", "job 2"}
     assert "FAILED" not in capsys.readouterr().out
 
@@ -88,7 +94,6 @@ def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, caps
 def test_a_failed_job_is_reported_with_its_full_log_while_the_others_finish(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
-    monkeypatch.setattr(harness, "STATE_DIR", tmp_path)
     failing = "import sys; print('first line of the failure'); print('x' * 5000); print('last words'); sys.exit(3)"
     slow = "import time; time.sleep(1); print('slow one done')"
     jobs = [harness.Job("bad", [sys.executable, "-c", failing]), harness.Job("slow", [sys.executable, "-c", slow])]
@@ -122,6 +127,12 @@ def test_jobs_default_from_the_environment_or_the_machine(monkeypatch):
         harness.default_jobs()
     monkeypatch.delenv("WSGISTACK_JOBS")
     assert 1 <= harness.default_jobs() <= (os.cpu_count() or 1) + 1
+
+
+def test_a_step_the_harness_cannot_run_fails_with_the_reason_in_its_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "LOG_DIR", tmp_path)
+    job = harness.run_job(harness.Job("missing", [str(tmp_path / "no-such-program")]))
+    assert not job.ok and "could not run this step" in job.log.read_text()
 
 
 def test_unknown_scenario_is_refused_by_name():
