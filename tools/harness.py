@@ -531,6 +531,16 @@ def _wheelhouse_ready() -> bool:
     return stamp_file.is_file() and stamp_file.read_text().strip() == _wheelhouse_stamp()
 
 
+def _python_of_version(version: str) -> str | None:
+    """An interpreter of this minor version with pip (not the project's .venv), or None."""
+    for path in _candidate_pythons():
+        probe = subprocess.run([path, "-c", "import sys, pip; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return path
+    return None
+
+
 def ensure_wheelhouse() -> None:
     """Download the wheels once per change of the requirements; a failure only costs speed
     (pip in the containers then goes to the index as usual)."""
@@ -543,15 +553,25 @@ def ensure_wheelhouse() -> None:
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     platforms = [f"--platform={tag}_{machine}" for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014")]
     requirements = [arg for f in WHEEL_REQUIREMENTS for arg in ("-r", str(f))]
+    common = ["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(WHEELHOUSE),
+              "--only-binary=:all:"]
     for version in WHEEL_PYTHONS:
-        result = subprocess.run(
-            [venv_bin("python"), "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest",
-             str(WHEELHOUSE), "--only-binary=:all:", "--implementation=cp", f"--python-version={version}",
-             *platforms, *requirements], capture_output=True, text=True, cwd=ROOT)
+        # pip evaluates environment markers (python_version < "3.13") with the Python it runs on,
+        # so each version's wheels come from an interpreter of that version when there is one.
+        same = _python_of_version(version)
+        if same:
+            cmd = [same, *common, *requirements]
+        else:
+            cmd = [venv_bin("python"), *common, "--implementation=cp", f"--python-version={version}", *platforms,
+                   *requirements]
+        result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if result.returncode != 0:
             log(f"Could not fill the wheelhouse for Python {version} (pip in the test containers will download "
                 f"instead):\n{result.stderr[-1500:]}")
             return
+        if not same and version < f"{sys.version_info[0]}.{sys.version_info[1]}":
+            log(f"No Python {version} here: its wheels were chosen by a newer one; a requirement only older "
+                "Pythons need may be missing (the scenarios then fail to install it)")
     stamp_file.write_text(_wheelhouse_stamp() + "\n")
     log(f"Wheelhouse {_shown(WHEELHOUSE)} filled for Python {', '.join(WHEEL_PYTHONS)}")
 
