@@ -434,9 +434,10 @@ def run_job(job: Job) -> Job:
 
 
 def default_jobs() -> int:
-    """Concurrent jobs: one more than the cores (much of a scenario waits on services and the
-    network), but no more than one per 3 GiB of available memory (a scenario's containers and
-    Ansible take up to about that)."""
+    """Concurrent jobs: one per core (a scenario keeps about one core busy between its Ansible
+    controller and its containers; more only adds load that makes the tests' waits slow), but
+    at least two, and no more than one per 3 GiB of available memory (a scenario's containers
+    and Ansible take up to about that)."""
     if os.environ.get("WSGISTACK_JOBS"):
         try:
             return max(1, int(os.environ["WSGISTACK_JOBS"]))
@@ -450,7 +451,7 @@ def default_jobs() -> int:
     except OSError:
         available = 0
     by_memory = max(1, available // (3 << 30)) if available else 2
-    return max(1, min((os.cpu_count() or 1) + 1, by_memory))
+    return max(1, min(max(2, os.cpu_count() or 1), by_memory))
 
 
 def _known_durations() -> dict[str, float]:
