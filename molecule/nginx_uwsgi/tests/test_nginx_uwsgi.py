@@ -204,7 +204,8 @@ def test_killed_master_leaves_no_worker_behind(host, app):
     workers = worker_pids(host, app, master)
     host.check_output(f"kill -KILL {master}")
     new = wait_for(lambda: (pid := master_pid(host, app)) and pid != master and pid, timeout=20)
-    assert is_uwsgi_master(host, app, new)
+    # A new master names itself once it has read its ini.
+    assert wait_for(lambda: is_uwsgi_master(host, app, new), timeout=10), process_args(host, new)
     assert wait_for(lambda: serving(host, app), timeout=20), journal(host, f"uwsgi-{app}")
     wait_for(lambda: not (worker_pids(host, app) & workers), timeout=20)
     survivors = worker_pids(host, app) & workers
