@@ -482,8 +482,9 @@ def run_jobs(jobs: list[Job], workers: int) -> list[Job]:
     known = _known_durations()
     ordered = sorted(jobs, key=lambda j: -known.get(j.name, EXPECTED_SECONDS.get(j.name, 30)))
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    for old in LOG_DIR.glob("*.log"):
-        old.unlink()
+    # Only this run's steps: another run (other scenarios) may still be writing its logs.
+    for job in jobs:
+        (LOG_DIR / f"{job.slug}.log").unlink(missing_ok=True)
     log(f"{len(jobs)} steps on {workers} worker(s); logs in {_shown(LOG_DIR)}/")
     pool = ThreadPoolExecutor(max_workers=workers)
     try:

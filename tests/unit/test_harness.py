@@ -73,7 +73,9 @@ def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, caps
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
     (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "stale.log").write_text("from an earlier run")
+    (tmp_path / "logs" / "job-0.log").write_text("stale: from an earlier run")
+    # A log of a step this run does not have (another run may still be writing it) stays.
+    (tmp_path / "logs" / "other.log").write_text("another run's step")
     # Each job records when it ran; they ran side by side if every one started before any ended.
     sleeper = ("import sys, time; start = time.time(); print(sys.argv[1], flush=True); time.sleep(1.0);"
                " print('span', start, time.time())")
@@ -86,7 +88,8 @@ def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, caps
         assert f"output of {n}" in text
         spans.append([float(x) for x in text.split("span ")[1].split()[:2]])
     assert max(start for start, _ in spans) < min(end for _, end in spans), spans
-    assert not (tmp_path / "logs" / "stale.log").exists()
+    assert "stale" not in jobs[0].log.read_text()
+    assert (tmp_path / "logs" / "other.log").read_text() == "another run's step"
     assert json.loads((tmp_path / "durations.json").read_text()).keys() == {"job 0", "job 1", "job 2"}
     assert "FAILED" not in capsys.readouterr().out
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from wsgistack_testlib import (
+    assert_recap,
     assert_refused_before_change,
     journal,
     molecule_host_names,
@@ -165,6 +167,59 @@ def test_changing_one_program_restarts_only_it(host):
     assert restored["alpha"] != after["alpha"]
     assert {name: restored[name] for name in PROGRAMS[1:]} == {name: before[name] for name in PROGRAMS[1:]}
 
+
+
+def test_stopped_and_given_up_programs_are_started_by_the_next_converge(host):
+    """A program stopped by hand and one supervisord gave up on (FATAL after its start
+    retries) are RUNNING again after a converge whose inputs did not change: only they start."""
+    before = {name: assert_running(host, name) for name in PROGRAMS}
+    host.check_output("supervisorctl stop bravo pool:worker_01")
+    # alpha's interpreter exits at once for a moment: every start retry fails, then FATAL.
+    # supervisorctl itself runs on the real interpreter.
+    script = (
+        "real=$(readlink -f /usr/bin/python3); ln -sfn /bin/false /usr/bin/python3;"
+        " $real /usr/bin/supervisorctl stop alpha; $real /usr/bin/supervisorctl start alpha;"
+        " for i in $(seq 60); do $real /usr/bin/supervisorctl status alpha | grep -q FATAL && break; sleep 0.5; done;"
+        " ln -sfn $real /usr/bin/python3"
+    )
+    target = host.check_output("readlink /usr/bin/python3")
+    try:
+        host.run(script)
+    finally:
+        host.check_output(f"ln -sfn {target} /usr/bin/python3")
+    states = status(host)
+    result = run_playbook("converge.yml", limit=host.backend.get_hostname())
+    assert (states["alpha"][0], states["bravo"][0], states["pool:worker_01"][0]) == ("FATAL", "STOPPED", "STOPPED"), states
+    assert result.returncode == 0, output(result)
+    # Starting the three is the run's only change.
+    assert_recap(result, hosts=[host.backend.get_hostname()], changed=1, failed=0)
+    after = {name: assert_running(host, name) for name in PROGRAMS}
+    for name in ("alpha", "bravo", "pool:worker_01"):
+        assert after[name] != before[name], name
+    assert after["pool:worker_00"] == before["pool:worker_00"]
+    again = run_playbook("converge.yml", limit=host.backend.get_hostname())
+    assert again.returncode == 0, output(again)
+    assert_recap(again, hosts=[host.backend.get_hostname()], changed=0, failed=0)
+
+
+def test_killed_supervisord_is_back_within_10_seconds_without_duplicates(host):
+    """systemd restarts a killed supervisord within seconds (the role's drop-in: Debian's unit
+    waits 50 s) and stops the old programs with it, so each program runs once."""
+    assert host.check_output("systemctl show -p RestartUSec --value supervisor") == "2s"
+    before = {name: assert_running(host, name) for name in PROGRAMS}
+    daemon = int(host.check_output("supervisorctl pid"))
+    host.check_output(f"kill -KILL {daemon}")
+    started = time.monotonic()
+    back = wait_for(lambda: all(running_pid(host, name) for name in PROGRAMS), timeout=10, interval=0.2)
+    elapsed = time.monotonic() - started
+    assert back and elapsed <= 10, (elapsed, status(host), journal(host, "supervisor"))
+    after = {name: assert_running(host, name) for name in PROGRAMS}
+    for name in PROGRAMS:
+        assert command_line(host, before[name]) == "", f"{name}'s old process {before[name]} still runs"
+        assert after[name] != before[name]
+    assert int(host.check_output("supervisorctl pid")) != daemon
+    # One process per program: no copy left by the killed supervisord.
+    assert int(host.check_output("pgrep -c -f '^/bin/sleep 86401'")) == 1
 
 
 def _with_unparsable_program(case: str) -> dict:
