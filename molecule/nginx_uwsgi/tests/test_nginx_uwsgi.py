@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from wsgistack_testlib import (
@@ -215,6 +216,21 @@ def test_killed_master_leaves_no_worker_behind(host, app):
     if orphans:
         host.run("kill -KILL " + " ".join(map(str, orphans)))
     assert not (survivors or orphans), f"workers of a killed master still run: {sorted(survivors | orphans)}"
+
+
+def test_killed_nginx_master_is_serving_again_within_10_seconds(host):
+    """systemd restarts nginx (the role's Restart= drop-in; Debian's unit has none)."""
+    assert host.file("/etc/systemd/system/nginx.service.d/restart.conf").contains("^Restart=on-failure")
+    assert host.check_output("systemctl show -p Restart --value nginx") == "on-failure"
+    old = nginx_master(host)
+    assert curl(host, f"{HTTPS}/").startswith("app:/:")
+    host.check_output(f"kill -KILL {old}")
+    started = time.monotonic()
+    back = wait_for(lambda: serving(host, "hello") and serving(host, "hello2"), timeout=10, interval=0.2)
+    elapsed = time.monotonic() - started
+    assert back and elapsed <= 10, (elapsed, journal(host, "nginx"))
+    assert nginx_master(host) != old
+    assert host.check_output("systemctl is-active nginx") == "active"
 
 
 def test_site_change_reloads_nginx_without_restart(host):
