@@ -140,6 +140,33 @@ def test_startproject_project_serves_admin_login_with_its_css(host):
     assert re.search(r"set-cookie: csrftoken=.*; secure", headers), headers
 
 
+def test_builtin_health_check_answers_only_on_the_host(host):
+    """The startproject project deployed with no health setting: the deployment's own check
+    answers on the host (Django and its database, the release's id), and a client from
+    elsewhere gets the project's 404 for the same path."""
+    release = os.path.basename(host.check_output("readlink /srv/plainsite/current"))
+    status, body = get(host, "/-/wsgistack-health", name="plain.test")
+    assert (status, body) == ("200", f"ok {release}")
+    address = host.check_output("hostname -I").split()[0]
+    assert not address.startswith("127.")
+    remote = host.run(
+        f"curl -sk --max-time 10 --resolve plain.test:443:{address} -w '\\n%{{http_code}}' https://plain.test/-/wsgistack-health"
+    ).stdout
+    body, _, status = remote.rpartition("\n")
+    assert status == "404" and "ok " not in body, remote
+    # The database is part of the answer: without it the check fails, naming it.
+    data = "/srv/plainsite/shared/data"
+    assert host.file(f"{data}/db.sqlite3").is_file
+    mode = host.check_output(f"stat -c %a {data}")
+    host.check_output(f"chmod 000 {data}")
+    try:
+        status, body = get(host, "/-/wsgistack-health", name="plain.test")
+    finally:
+        host.check_output(f"chmod {mode} {data}")
+    assert status == "503" and body.startswith("database default: OperationalError"), (status, body)
+    assert get(host, "/-/wsgistack-health", name="plain.test")[0] == "200"
+
+
 def test_only_the_newest_backups_are_kept():
     """The newest django_app_backups_keep database dumps in shared/backups stay, older ones go.
     The scenario runs SQLite, so there is nothing to pg_dump: the dumps are placed by the test
@@ -250,9 +277,23 @@ def test_failed_check_after_switch_rolls_back(v2_deploy):
         assert status == "200" and body.startswith("ok 2")
 
 
+GIT_REPO = "file:///srv/git/mysite.git"
+
+
+def git_commit(host, version: str) -> str:
+    """The full commit id a branch, tag or commit names in the instance's repository
+    (prepare.yml: tag v1.0.0 is v1, main is one commit ahead with v2)."""
+    return host.check_output(f"git --git-dir=/srv/git/mysite.git rev-parse '{version}^{{commit}}'")
+
+
+def git_inputs(version: str) -> dict:
+    return {"mysite_source": {"type": "git", "repo": GIT_REPO, "version": version}, "django_app_keep_releases": 3}
+
+
 def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy):
-    """The git release makes five on disk; with django_app_keep_releases: 3 the two oldest
-    (v1, then broken) go, while the new current, the previous (v2) and the newest other stay."""
+    """A tag one commit behind the default branch deploys the tagged commit. The git release
+    makes five on disk; with django_app_keep_releases: 3 the two oldest (v1, then broken) go,
+    while the new current, the previous (v2) and the newest other stay."""
     hosts = molecule_hosts()
     before = {}
     for h in hosts:
@@ -260,12 +301,11 @@ def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy)
         # Deployed in this order by the scenario and the tests above; v2 is live again.
         assert sorted(before[h.backend.host]) == ["broken", "unhealthy", "v1", "v2"], before[h.backend.host]
         assert current(h) == before[h.backend.host]["v2"]
-    source = {"type": "git", "repo": "file:///srv/git/mysite.git", "version": "main"}
-    inputs = {"mysite_source": source, "django_app_keep_releases": 3}
-    result = run_playbook("converge.yml", extra_vars=inputs)
+        assert git_commit(h, "v1.0.0") != git_commit(h, "main")
+    result = run_playbook("converge.yml", extra_vars=git_inputs("v1.0.0"))
     assert result.returncode == 0, output(result)
     for h in hosts:
-        commit = h.check_output("git --git-dir=/srv/git/mysite.git rev-parse main")
+        commit = git_commit(h, "v1.0.0")
         assert current(h) == f"{ROOT}/releases/{commit[:12]}"
         status, body = get(h, "/")
         assert status == "200" and "release 1" in body
@@ -275,9 +315,36 @@ def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy)
             kept, old)
         for gone in ("v1", "broken"):
             assert not h.file(old[gone]).exists, gone
-    again = run_playbook("converge.yml", extra_vars=inputs)
+    again = run_playbook("converge.yml", extra_vars=git_inputs("v1.0.0"))
     assert again.returncode == 0, output(again)
     assert_recap(again, changed=0, failed=0)
+
+
+def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
+    """The default branch deploys its head (v2); pinning the full id of the older commit goes
+    back to it, onto the release already on disk; a version that names nothing is refused."""
+    hosts = molecule_hosts()
+    result = run_playbook("converge.yml", extra_vars=git_inputs("main"))
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        head = git_commit(h, "main")
+        assert current(h) == f"{ROOT}/releases/{head[:12]}"
+        status, body = get(h, "/")
+        assert status == "200" and "release 2" in body
+    older = git_commit(hosts[0], "v1.0.0")
+    result = run_playbook("converge.yml", extra_vars=git_inputs(older))
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert git_commit(h, "v1.0.0") == older
+        assert current(h) == f"{ROOT}/releases/{older[:12]}"
+        status, body = get(h, "/")
+        assert status == "200" and "release 1" in body
+    result = run_playbook("converge.yml", extra_vars=git_inputs("no-such-branch"))
+    text = output(result)
+    assert result.returncode != 0
+    assert "django_app_source.version 'no-such-branch' names no commit" in text, text
+    for h in hosts:
+        assert current(h) == f"{ROOT}/releases/{older[:12]}"
 
 
 BAD_INPUTS = [
