@@ -309,12 +309,16 @@ def _extra_ca_certificates() -> list[Path]:
     return sorted(Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
 
 
+# Files of tests/images/ the Dockerfile copies, with their modes.
+IMAGE_FILES = {"apt-proxy-detect": 0o755, "wsgistack_zipcache.py": 0o644}
+
+
 def build_systemd_image(base: str, name: str) -> str:
     tag = f"{SYSTEMD_REPO}:{name}"
     dockerfile = (IMAGES_DIR / "systemd.Dockerfile").read_text()
-    detect = (IMAGES_DIR / "apt-proxy-detect").read_bytes()
+    files = {name: (IMAGES_DIR / name).read_bytes() for name in IMAGE_FILES}
     certs = _extra_ca_certificates()
-    recipe = sha256(dockerfile, detect, _image_id(base), *[c.read_bytes() for c in certs])
+    recipe = sha256(dockerfile, *files.values(), _image_id(base), *[c.read_bytes() for c in certs])
     if _image_label(tag) == recipe:
         log(f"Image {tag} is up to date")
         return tag
@@ -323,8 +327,9 @@ def build_systemd_image(base: str, name: str) -> str:
     with tempfile.TemporaryDirectory(prefix="wsgistack-image-") as context:
         ctx = Path(context)
         (ctx / "Dockerfile").write_text(dockerfile)
-        (ctx / "apt-proxy-detect").write_bytes(detect)
-        (ctx / "apt-proxy-detect").chmod(0o755)
+        for name, data in files.items():
+            (ctx / name).write_bytes(data)
+            (ctx / name).chmod(IMAGE_FILES[name])
         (ctx / "ca-certificates").mkdir()
         (ctx / "ca-certificates" / ".keep").write_text("")
         for index, cert in enumerate(certs):

@@ -337,29 +337,32 @@ def assert_forced_renewal_served_after_reload(host, cert_name: str, name: str, s
 # --- requests that keep running while the controller changes the host ------------------
 
 def start_request_loop(host, name: str, path: str = "/", port: int = 80, tls: bool = False,
-                       batch: int = 100) -> None:
+                       batch: int = 100, loop: str = "load") -> None:
     """Run LOAD_SCRIPT in the instance batch after batch (a transient systemd unit), until
     stop_request_loop; for a change made from the controller, such as a converge, while
-    requests keep coming. Each batch appends its report to /tmp/wsgistack_load.jsonl."""
+    requests keep coming. Each batch appends its report to /tmp/wsgistack_<loop>.jsonl; loops
+    with different names run side by side."""
     import shlex
 
     put_file(host, "/tmp/wsgistack_load.py", LOAD_SCRIPT)
     args = ["127.0.0.1", str(port), "1" if tls else "0", name, path, str(batch), str(batch), "", "0"]
     command = "python3 /tmp/wsgistack_load.py " + " ".join(shlex.quote(a) for a in args)
-    host.check_output("systemctl stop wsgistack-load 2>/dev/null; systemctl reset-failed wsgistack-load 2>/dev/null;"
-                      " rm -f /tmp/wsgistack_load.jsonl /tmp/wsgistack_load.stop; true")
-    loop = f"while [ ! -e /tmp/wsgistack_load.stop ]; do {command} >> /tmp/wsgistack_load.jsonl || exit 1; done"
-    host.check_output(f"systemd-run --unit wsgistack-load --quiet sh -c {shlex.quote(loop)}")
-    assert wait_for(lambda: host.run("test -s /tmp/wsgistack_load.jsonl").rc == 0, 30), "the request loop did not start"
+    unit, files = f"wsgistack-{loop}", f"/tmp/wsgistack_{loop}"
+    host.check_output(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null;"
+                      f" rm -f {files}.jsonl {files}.stop; true")
+    body = f"while [ ! -e {files}.stop ]; do {command} >> {files}.jsonl || exit 1; done"
+    host.check_output(f"systemd-run --unit {unit} --quiet sh -c {shlex.quote(body)}")
+    assert wait_for(lambda: host.run(f"test -s {files}.jsonl").rc == 0, 30), f"the request loop {loop} did not start"
 
 
-def stop_request_loop(host) -> dict:
+def stop_request_loop(host, loop: str = "load") -> dict:
     """Stop the loop of start_request_loop after its current batch and sum up its batches:
     requests, failures, statuses, and the worker pids each batch saw (`batches`, in order)."""
-    host.check_output("touch /tmp/wsgistack_load.stop")
-    assert wait_for(lambda: host.run("systemctl is-active --quiet wsgistack-load").rc != 0, 120), (
-        "the request loop did not stop")
-    reports = [json.loads(line) for line in host.file("/tmp/wsgistack_load.jsonl").content_string.splitlines()]
+    unit, files = f"wsgistack-{loop}", f"/tmp/wsgistack_{loop}"
+    host.check_output(f"touch {files}.stop")
+    assert wait_for(lambda: host.run(f"systemctl is-active --quiet {unit}").rc != 0, 120), (
+        f"the request loop {loop} did not stop")
+    reports = [json.loads(line) for line in host.file(f"{files}.jsonl").content_string.splitlines()]
     statuses: dict = {}
     for report in reports:
         for key, count in report["statuses"].items():

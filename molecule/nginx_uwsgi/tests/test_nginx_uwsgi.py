@@ -233,104 +233,127 @@ def test_killed_nginx_master_is_serving_again_within_10_seconds(host):
     assert host.check_output("systemctl is-active nginx") == "active"
 
 
-def test_site_change_reloads_nginx_without_restart(host):
-    """A converge that changes a site applies it with a reload: same nginx master, new workers."""
+NEW_NAME = "reload.hello2.test"
+NEW_NAME_ARGS = f"-H 'Host: {NEW_NAME}' http://127.0.0.1/"
+
+
+def app_state(host, app: str) -> dict:
+    """The app's uWSGI master, that master's workers and the page it serves now."""
+    master = master_pid(host, app)
+    return {"master": master, "is_master": is_uwsgi_master(host, app, master),
+            "workers": worker_pids(host, app, master), "body": body_of(host, app)}
+
+
+@pytest.fixture(scope="module")
+def day_two():
+    """One converge that changes every kind of input at once, then one that restores the
+    scenario's, each while a request loop runs against each app:
+    - hello: its only environment variable removed, 3 processes instead of 2;
+    - hello2: an environment variable added, 3 processes;
+    - the hello2 site: one more server name.
+    The restore adds hello's variable back and removes hello2's. What each step leaves is
+    recorded here; the tests below assert it."""
+    host = molecule_hosts()[0]
     hostname = host.backend.get_hostname()
-    name = "reload.hello2.test"
-    args = f"-H 'Host: {name}' http://127.0.0.1/"
-    master, workers = nginx_master(host), nginx_workers(host)
-    assert workers, "nginx has no worker processes"
-    # Not a name of any site yet: the default server closes the connection (curl exit 52).
-    assert host.run(f"curl -s --max-time 10 {args}").rc == 52
+    before = {}
+    for app in APPS:
+        assert wait_for(lambda a=app: serving(host, a), timeout=20), journal(host, f"uwsgi-{app}")
+        # This master's children: a killed master's workers may linger (test_killed_master_leaves_no_worker_behind).
+        assert wait_for(lambda a=app: len(worker_pids(host, a, master_pid(host, a))) == 2, timeout=30)
+        before[app] = app_state(host, app)
+    nginx = {"master": nginx_master(host), "workers": nginx_workers(host),
+             "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc}
     inputs = scenario_group_vars()
-    inputs["nginx_uwsgi_sites"][1]["server_names"].append(name)
+    apps = {entry["name"]: entry for entry in inputs["nginx_uwsgi_apps"]}
+    apps["hello"].update(environment={}, processes=3)
+    apps["hello2"].update(environment={"APP_GREETING": "reloaded 100%"}, processes=3)
+    inputs["nginx_uwsgi_sites"][1]["server_names"].append(NEW_NAME)
+    expected = {"hello": "app:/::", "hello2": "app:/:reloaded 100%:"}
+    start_request_loop(host, "hello.test", port=443, tls=True, loop="hello")
+    start_request_loop(host, "hello2.test", loop="hello2")
+    after, reports = {}, {}
     try:
-        result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
-        assert result.returncode == 0, output(result)
-        assert wait_for(lambda: status_of(host, args) == "200", timeout=10), journal(host, "nginx")
-        assert curl(host, f"-H 'Host: {name}' http://127.0.0.1/ping").startswith("app:/ping::")
-        assert nginx_master(host) == master, "nginx was restarted instead of reloaded"
-        assert not nginx_workers(host) & workers, "the old nginx workers still serve"
+        changed = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        # uWSGI looks at its ini every few seconds; the reload is over once every worker is new.
+        for app in APPS:
+            wait_for(lambda a=app: body_of(host, a).startswith(expected[a])
+                     and len(pids := worker_pids(host, a, before[a]["master"])) == 3
+                     and not pids & before[a]["workers"], timeout=30)
+            after[app] = app_state(host, app)
+        wait_for(lambda: status_of(host, NEW_NAME_ARGS) == "200", timeout=10)
+        nginx_after = {"master": nginx_master(host), "workers": nginx_workers(host),
+                       "new_name_status": status_of(host, NEW_NAME_ARGS),
+                       "new_name_body": curl(host, f"-H 'Host: {NEW_NAME}' http://127.0.0.1/ping")}
     finally:
+        for app in APPS:
+            reports[app] = stop_request_loop(host, loop=app)
         restored = run_playbook("converge.yml", limit=hostname)
-    assert restored.returncode == 0, output(restored)
-    assert wait_for(lambda: host.run(f"curl -s --max-time 10 {args}").rc == 52, timeout=10)
-    assert nginx_master(host) == master
+    expected = {"hello": "app:/:hi 100%:", "hello2": "app:/::"}
+    back = {}
+    for app in APPS:
+        wait_for(lambda a=app: body_of(host, a).startswith(expected[a])
+                 and len(pids := worker_pids(host, a, before[a]["master"])) == 2
+                 and not pids & after[a]["workers"], timeout=30)
+        back[app] = app_state(host, app)
+    wait_for(lambda: host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc == 52, timeout=10)
+    nginx_back = {"master": nginx_master(host), "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc}
+    return {"before": before, "after": after, "back": back, "reports": reports, "changed": changed,
+            "restored": restored, "nginx": nginx, "nginx_after": nginx_after, "nginx_back": nginx_back}
+
+
+def test_site_change_reloads_nginx_without_restart(day_two):
+    """A converge that changes a site applies it with a reload: same nginx master, new workers."""
+    nginx, after, back = day_two["nginx"], day_two["nginx_after"], day_two["nginx_back"]
+    assert nginx["workers"], "nginx has no worker processes"
+    # Not a name of any site yet: the default server closes the connection (curl exit 52).
+    assert nginx["new_name_rc"] == 52
+    assert day_two["changed"].returncode == 0, output(day_two["changed"])
+    assert after["new_name_status"] == "200", after
+    # hello2's app answers it, with the environment the same converge gave it.
+    assert after["new_name_body"].startswith("app:/ping:reloaded 100%:"), after
+    assert after["master"] == nginx["master"], "nginx was restarted instead of reloaded"
+    assert not after["workers"] & nginx["workers"], "the old nginx workers still serve"
+    assert day_two["restored"].returncode == 0, output(day_two["restored"])
+    assert back["new_name_rc"] == 52, back
+    assert back["master"] == nginx["master"]
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_changed_ini_reloads_the_app_gracefully(host, app):
+def test_changed_ini_reloads_the_app_gracefully(day_two, app):
     """New environment and process count in the app's inputs: the same uWSGI master, new
     workers with the new values, and every request during the converge answered."""
-    hostname = host.backend.get_hostname()
-    assert wait_for(lambda: serving(host, app), timeout=20)
-    master = master_pid(host, app)
-    assert is_uwsgi_master(host, app, master), master
-    # This master's children: a killed master's workers may linger (test_killed_master_leaves_no_worker_behind).
-    assert wait_for(lambda: len(worker_pids(host, app, master)) == 2, timeout=30), worker_pids(host, app)
-    workers = worker_pids(host, app, master)
-    greeting = "hi 100%" if app == "hello" else ""
-    assert body_of(host, app).startswith(f"app:/:{greeting}:")
-    inputs = scenario_group_vars()
-    entry = next(a for a in inputs["nginx_uwsgi_apps"] if a["name"] == app)
-    entry["environment"] = {"APP_GREETING": "reloaded 100%"}
-    entry["processes"] = 3
-    if app == "hello":
-        start_request_loop(host, "hello.test", port=443, tls=True)
-    else:
-        start_request_loop(host, "hello2.test")
-    try:
-        result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
-        assert result.returncode == 0, output(result)
-        # uWSGI looks at the ini every few seconds.
-        assert wait_for(lambda: body_of(host, app).startswith("app:/:reloaded 100%:"), timeout=30), body_of(host, app)
-        assert wait_for(lambda: len(worker_pids(host, app, master)) == 3, timeout=30), worker_pids(host, app)
-    finally:
-        report = stop_request_loop(host)
-    try:
-        assert report["failures"] == 0, report
-        assert len(report["batches"]) >= 3 and report["requests"] >= 300, report
-        assert not set(report["batches"][-1]) & {str(pid) for pid in workers}, report
-        assert master_pid(host, app) == master, "the uWSGI master was restarted instead of reloaded"
-        assert not worker_pids(host, app) & workers, "old workers are still running"
-    finally:
-        restored = run_playbook("converge.yml", limit=hostname)
-    assert restored.returncode == 0, output(restored)
-    assert wait_for(lambda: len(worker_pids(host, app, master)) == 2, timeout=30), worker_pids(host, app)
-    assert master_pid(host, app) == master
-    # hello2 has no environment in the scenario: the reload unset APP_GREETING again.
-    assert wait_for(lambda: body_of(host, app).startswith(f"app:/:{greeting}:"), timeout=30), body_of(host, app)
+    before, after, back = day_two["before"][app], day_two["after"][app], day_two["back"][app]
+    report = day_two["reports"][app]
+    assert before["is_master"], before
+    assert before["body"].startswith("app:/:hi 100%:" if app == "hello" else "app:/::"), before
+    assert day_two["changed"].returncode == 0, output(day_two["changed"])
+    assert after["body"].startswith("app:/::" if app == "hello" else "app:/:reloaded 100%:"), after
+    assert len(after["workers"]) == 3, after
+    assert report["failures"] == 0, report
+    assert len(report["batches"]) >= 3 and report["requests"] >= 300, report
+    assert not set(report["batches"][-1]) & {str(pid) for pid in before["workers"]}, report
+    assert after["master"] == before["master"], "the uWSGI master was restarted instead of reloaded"
+    assert not after["workers"] & before["workers"], "old workers are still running"
+    assert day_two["restored"].returncode == 0, output(day_two["restored"])
+    assert len(back["workers"]) == 2, back
+    assert back["master"] == before["master"]
+    # The restore brought the scenario's environment back with the reload.
+    assert back["body"].startswith("app:/:hi 100%:" if app == "hello" else "app:/::"), back
+    assert not back["workers"] & after["workers"], "the changed workers are still running"
 
 
-def test_removed_environment_variable_leaves_the_app():
+def test_removed_environment_variable_leaves_the_app(day_two):
     """Every change of an app's inputs reaches the app through the ini reload, a removed
-    environment variable too (README: a changed ini reloads the app gracefully)."""
-    hosts = molecule_hosts()
-    workers = {}
-    for host in hosts:
-        master = master_pid(host, "hello")
-        assert wait_for(lambda h=host, m=master: len(worker_pids(h, "hello", m)) == 2, timeout=30)
-        workers[host] = worker_pids(host, "hello", master)
-        assert body_of(host, "hello").startswith("app:/:hi 100%:")
-    inputs = scenario_group_vars()
-    next(a for a in inputs["nginx_uwsgi_apps"] if a["name"] == "hello")["environment"] = {}
-    bodies = {}
-    try:
-        result = run_playbook("converge.yml", extra_vars=inputs)
-        assert result.returncode == 0, output(result)
-        for host in hosts:
-            # The reload happened once every worker is new.
-            assert wait_for(lambda h=host: (pids := worker_pids(h, "hello")) and len(pids) == 2
-                            and not pids & workers[h], timeout=30), worker_pids(host, "hello")
-            assert wait_for(lambda h=host: serving(h, "hello"), timeout=20)
-            bodies[host.backend.get_hostname()] = body_of(host, "hello")
-    finally:
-        restored = run_playbook("converge.yml")
-    assert restored.returncode == 0, output(restored)
-    for host in hosts:
-        assert wait_for(lambda h=host: body_of(h, "hello").startswith("app:/:hi 100%:"), timeout=30)
-    stale = {name: body for name, body in bodies.items() if not body.startswith("app:/::")}
-    assert bodies and not stale, f"APP_GREETING still set after its removal: {stale or bodies}"
+    environment variable too (README: a changed ini reloads the app gracefully): hello's
+    variable removed by the change, hello2's by the restore."""
+    after, back = day_two["after"], day_two["back"]
+    assert day_two["changed"].returncode == 0, output(day_two["changed"])
+    assert day_two["before"]["hello"]["body"].startswith("app:/:hi 100%:")
+    assert after["hello"]["body"].startswith("app:/::"), f"APP_GREETING still set after its removal: {after['hello']}"
+    assert after["hello2"]["body"].startswith("app:/:reloaded 100%:"), after["hello2"]
+    assert day_two["restored"].returncode == 0, output(day_two["restored"])
+    assert back["hello"]["body"].startswith("app:/:hi 100%:"), back["hello"]
+    assert back["hello2"]["body"].startswith("app:/::"), f"APP_GREETING still set after its removal: {back['hello2']}"
 
 
 def test_broken_extra_config_keeps_previous_site(host):
