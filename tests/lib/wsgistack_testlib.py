@@ -57,7 +57,8 @@ def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | Non
         cmd += ["--limit", limit]
     if check:
         cmd += ["--check", "--diff"]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    # Long lines of a result stay on one line, as with the project's ansible.cfg.
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_YAML_LINE_WIDTH="no-break")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
@@ -337,11 +338,12 @@ def assert_forced_renewal_served_after_reload(host, cert_name: str, name: str, s
 # --- requests that keep running while the controller changes the host ------------------
 
 def start_request_loop(host, name: str, path: str = "/", port: int = 80, tls: bool = False,
-                       batch: int = 100, loop: str = "load") -> None:
+                       batch: int = 100, loop: str = "load", pause: float = 0) -> None:
     """Run LOAD_SCRIPT in the instance batch after batch (a transient systemd unit), until
     stop_request_loop; for a change made from the controller, such as a converge, while
     requests keep coming. Each batch appends its report to /tmp/wsgistack_<loop>.jsonl; loops
-    with different names run side by side."""
+    with different names run side by side. `pause` seconds between batches keep the loop from
+    taking the CPU a converge on several instances needs."""
     import shlex
 
     put_file(host, "/tmp/wsgistack_load.py", LOAD_SCRIPT)
@@ -350,7 +352,7 @@ def start_request_loop(host, name: str, path: str = "/", port: int = 80, tls: bo
     unit, files = f"wsgistack-{loop}", f"/tmp/wsgistack_{loop}"
     host.check_output(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null;"
                       f" rm -f {files}.jsonl {files}.stop; true")
-    body = f"while [ ! -e {files}.stop ]; do {command} >> {files}.jsonl || exit 1; done"
+    body = f"while [ ! -e {files}.stop ]; do {command} >> {files}.jsonl || exit 1; sleep {pause}; done"
     host.check_output(f"systemd-run --unit {unit} --quiet sh -c {shlex.quote(body)}")
     assert wait_for(lambda: host.run(f"test -s {files}.jsonl").rc == 0, 30), f"the request loop {loop} did not start"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 
 import pytest
 from wsgistack_testlib import (
@@ -14,6 +16,9 @@ from wsgistack_testlib import (
     output,
     run_playbook,
     scenario_group_vars,
+    start_request_loop,
+    stop_request_loop,
+    wait_for,
 )
 
 testinfra_hosts = molecule_host_names()
@@ -56,10 +61,11 @@ def static_inodes(host, release: str) -> dict[str, int]:
 
 def releases_by_variant(host) -> dict[str, str]:
     """The release directories of mysite, named after the test variant their code is:
-    v1 (examples/mysite), v2, broken, unhealthy (see prepare.yml)."""
+    v1 (examples/mysite), v2, broken, unhealthy, badmigration (see prepare.yml)."""
     script = (
         f"for d in {ROOT}/releases/*; do"
-        " if grep -q notes_helpers_missing $d/notes/views.py; then v=broken;"
+        " if [ -e $d/notes/migrations/0003_refuses.py ]; then v=badmigration;"
+        " elif grep -q notes_helpers_missing $d/notes/views.py; then v=broken;"
         " elif grep -q missing_table $d/notes/views.py; then v=unhealthy;"
         " elif [ -e $d/notes/migrations/0002_note_pinned.py ]; then v=v2; else v=v1; fi;"
         " echo $v $d; done"
@@ -70,6 +76,17 @@ def releases_by_variant(host) -> dict[str, str]:
         assert variant not in variants, host.check_output(f"ls -l {ROOT}/releases")
         variants[variant] = path
     return variants
+
+
+def backup_contents(host, path: str) -> tuple[list[str], list[str]]:
+    """The notes migrations recorded in a SQLite database file and the texts of its notes."""
+    script = (
+        "import json, sqlite3, sys; db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True);"
+        " print(json.dumps([[r[0] for r in db.execute(\"SELECT name FROM django_migrations WHERE app = 'notes'\")],"
+        " [r[0] for r in db.execute('SELECT text FROM notes_note')]]))"
+    )
+    migrations, texts = json.loads(host.check_output(f"python3 -c {shlex.quote(script)} {shlex.quote(path)}"))
+    return sorted(migrations), texts
 
 
 def test_release_serves_its_page_from_the_database_with_static_css(host):
@@ -167,41 +184,49 @@ def test_builtin_health_check_answers_only_on_the_host(host):
     assert get(host, "/-/wsgistack-health", name="plain.test")[0] == "200"
 
 
-def test_only_the_newest_backups_are_kept():
-    """The newest django_app_backups_keep database dumps in shared/backups stay, older ones go.
-    The scenario runs SQLite, so there is nothing to pg_dump: the dumps are placed by the test
-    (the topology scenario checks that a migration on PostgreSQL writes one)."""
-    hosts = molecule_hosts()
-    backups = f"{ROOT}/shared/backups"
-    dumps = [f"2024010{day}T000000Z-before-test{day}.dump" for day in range(1, 5)]
-    for h in hosts:
-        for day, name in enumerate(dumps, start=1):
-            h.check_output(f"umask 077 && echo dump{day} > {backups}/{name} && touch -d 2024-01-0{day} {backups}/{name}")
-        # Not a dump: never removed.
-        h.check_output(f"touch -d 2023-01-01 {backups}/README")
-    try:
-        result = run_playbook("converge.yml", extra_vars={"django_app_backup_before_migrate": True,
-                                                          "django_app_backups_keep": 2})
-        assert result.returncode == 0, output(result)
-        # The removal of the two oldest dumps is the run's only change.
-        assert_recap(result, changed=1, failed=0)
-        for h in hosts:
-            assert sorted(h.check_output(f"ls {backups}").split()) == sorted(dumps[2:] + ["README"])
-            assert h.file(f"{backups}/{dumps[3]}").content_string == "dump4\n"
-    finally:
-        for h in hosts:
-            h.check_output(f"rm -f {backups}/*.dump {backups}/README")
+BACKUPS = f"{ROOT}/shared/backups"
+# Dumps of earlier deploys, placed by v2_deploy with older dates than anything it writes.
+OLD_DUMPS = [f"2024010{day}T000000Z-before-test{day}.dump" for day in range(1, 5)]
 
 
 @pytest.fixture(scope="module")
 def v2_deploy():
-    """Write a note on v1, then deploy v2 (a migration and a new page) with -v."""
+    """Write a note on v1 and place four old dumps and a README in shared/backups, then deploy
+    v2 (a migration and a new page) with -v and django_app_backups_keep: 2."""
     hosts = molecule_hosts()
     for h in hosts:
         manage(h, "shell", "-c", '"from notes.models import Note; Note.objects.create(text=\'kept across releases\')"')
+        for day, name in enumerate(OLD_DUMPS, start=1):
+            h.check_output(f"umask 077 && echo dump{day} > {BACKUPS}/{name} && touch -d 2024-01-0{day} {BACKUPS}/{name}")
+        # Not a backup: never removed.
+        h.check_output(f"touch -d 2023-01-01 {BACKUPS}/README")
     before = {h.backend.host: current(h) for h in hosts}
-    result = run_playbook("converge.yml", extra_vars={"mysite_source_path": release_path("v2")}, verbose=True)
+    result = run_playbook("converge.yml", extra_vars={"mysite_source_path": release_path("v2"),
+                                                      "django_app_backups_keep": 2}, verbose=True)
     return hosts, before, result
+
+
+def test_only_the_newest_backups_are_kept(v2_deploy):
+    """v2's migration is preceded by a backup (SQLite's online backup: the scenario is
+    production-like, where backups are on by default); then only the newest
+    django_app_backups_keep (2) backups stay: the new one and the newest old dump."""
+    hosts, _, result = v2_deploy
+    assert result.returncode == 0, output(result)
+    try:
+        for h in hosts:
+            kept = h.check_output(f"ls {BACKUPS}").split()
+            new = [name for name in kept if name.endswith(".sqlite3")]
+            assert sorted(kept) == sorted([OLD_DUMPS[3], "README"] + new) and len(new) == 1, kept
+            assert h.file(f"{BACKUPS}/{OLD_DUMPS[3]}").content_string == "dump4\n"
+            backup = h.file(f"{BACKUPS}/{new[0]}")
+            assert (backup.user, backup.group, backup.mode) == ("root", "root", 0o600)
+            # The database as it was just before v2 migrated it.
+            migrations, texts = backup_contents(h, backup.path)
+            assert migrations == ["0001_initial"], migrations
+            assert "kept across releases" in texts, texts
+    finally:
+        for h in hosts:
+            h.check_output(f"rm -f {BACKUPS}/*.dump {BACKUPS}/README")
 
 
 def test_new_release_switches_keeps_the_old_one_and_migrates(v2_deploy):
@@ -286,8 +311,21 @@ def git_commit(host, version: str) -> str:
     return host.check_output(f"git --git-dir=/srv/git/mysite.git rev-parse '{version}^{{commit}}'")
 
 
-def git_inputs(version: str) -> dict:
-    return {"mysite_source": {"type": "git", "repo": GIT_REPO, "version": version}, "django_app_keep_releases": 3}
+def git_inputs(version: str, repo: str = GIT_REPO) -> dict:
+    return {"mysite_source": {"type": "git", "repo": repo, "version": version}, "django_app_keep_releases": 3}
+
+
+# The instance's repository over HTTP, with credentials in the URL as private repositories
+# are often given (the test server ignores them).
+GIT_TOKEN = "s3cret-git-token-5e2a"
+GIT_HTTP_REPO = f"http://deploy:{GIT_TOKEN}@127.0.0.1:8765/mysite.git"
+
+
+def serve_git_over_http(host) -> None:
+    host.check_output("systemctl stop wsgistack-git-http 2>/dev/null; systemctl reset-failed wsgistack-git-http 2>/dev/null;"
+                      " systemd-run --unit wsgistack-git-http --quiet python3 -m http.server --bind 127.0.0.1"
+                      " --directory /srv/git 8765")
+    assert wait_for(lambda: host.run("curl -sf http://127.0.0.1:8765/mysite.git/info/refs").rc == 0, 20)
 
 
 def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy):
@@ -324,13 +362,23 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
     """The default branch deploys its head (v2); pinning the full id of the older commit goes
     back to it, onto the release already on disk; a version that names nothing is refused."""
     hosts = molecule_hosts()
-    result = run_playbook("converge.yml", extra_vars=git_inputs("main"))
+    for h in hosts:
+        serve_git_over_http(h)
+    # From the URL with credentials, with -v: they appear nowhere.
+    result = run_playbook("converge.yml", extra_vars=git_inputs("main", GIT_HTTP_REPO), verbose=True)
     assert result.returncode == 0, output(result)
+    assert GIT_TOKEN not in output(result)
     for h in hosts:
         head = git_commit(h, "main")
         assert current(h) == f"{ROOT}/releases/{head[:12]}"
         status, body = get(h, "/")
         assert status == "200" and "release 2" in body
+        repo = h.file(f"{ROOT}/repo.git")
+        assert (repo.user, repo.mode) == ("root", 0o700)
+        assert GIT_TOKEN in h.check_output(f"cat {ROOT}/repo.git/config")
+        leaked = h.run(f"sudo -u nobody grep -rls {GIT_TOKEN} {ROOT} /etc /run /tmp").stdout
+        assert leaked == "", leaked
+        assert GIT_TOKEN not in h.check_output("ps -eo args")
     older = git_commit(hosts[0], "v1.0.0")
     result = run_playbook("converge.yml", extra_vars=git_inputs(older))
     assert result.returncode == 0, output(result)
@@ -345,12 +393,83 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
     assert "django_app_source.version 'no-such-branch' names no commit" in text, text
     for h in hosts:
         assert current(h) == f"{ROOT}/releases/{older[:12]}"
+    # A repository that cannot be reached: the failure says so with the credentials masked.
+    unreachable = f"http://deploy:{GIT_TOKEN}@127.0.0.1:9/mysite.git"
+    result = run_playbook("converge.yml", extra_vars=git_inputs("main", unreachable), verbose=True)
+    text = output(result)
+    assert result.returncode != 0
+    assert "Fetching django_app_source.repo http://***@127.0.0.1:9/mysite.git (version main) failed" in text, text
+    assert GIT_TOKEN not in text
+    for h in hosts:
+        assert current(h) == f"{ROOT}/releases/{older[:12]}"
+
+
+def test_failed_migration_keeps_the_live_release_and_its_backup(v2_deploy):
+    """A release whose migration fails: it never goes live, requests during the run all get
+    the live release's answers, the run names the migration and where the backup is, and the
+    backup taken just before it holds the database as it was."""
+    hosts = molecule_hosts()
+    before, pages, backups = {}, {}, {}
+    for h in hosts:
+        before[h.backend.host] = current(h)
+        pages[h.backend.host] = get(h, "/")
+        assert pages[h.backend.host][0] == "200", pages
+        backups[h.backend.host] = set(h.check_output(f"ls {ROOT}/shared/backups").split())
+        start_request_loop(h, "mysite.test", port=443, tls=True)
+    try:
+        result = run_playbook("converge.yml", extra_vars={"mysite_source_path": release_path("badmigration")})
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in hosts}
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "Migration notes.0003_refuses of release" in text, text
+    assert f"{before[hosts[0].backend.host]} keeps serving" in text, text
+    assert "0003_refuses: this migration always fails" in text, text
+    for h in hosts:
+        report = reports[h.backend.host]
+        assert report["failures"] == 0 and set(report["statuses"]) == {"200"}, report
+        assert current(h) == before[h.backend.host]
+        assert get(h, "/") == pages[h.backend.host]
+        # The failed migration's transaction was rolled back: the live database never had it.
+        assert "0003_refuses" not in backup_contents(h, f"{ROOT}/shared/data/db.sqlite3")[0]
+        new = set(h.check_output(f"ls {ROOT}/shared/backups").split()) - backups[h.backend.host]
+        assert len(new) == 1 and new.pop().endswith(".sqlite3"), new
+        newest = h.check_output(f"ls -t {ROOT}/shared/backups/*.sqlite3 | head -1")
+        assert (h.file(newest).user, h.file(newest).mode) == ("root", 0o600)
+        migrations, texts = backup_contents(h, newest)
+        assert migrations == ["0001_initial", "0002_note_pinned"], migrations
+        assert "kept across releases" in texts, texts
+
+
+def test_releases_playbook_lists_ids_sources_and_the_live_one():
+    """playbooks/releases.yml after the deploys above: newest first, the live one marked, each
+    with where it came from (a repository URL without its credentials)."""
+    releases = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "releases.yml")
+    result = run_playbook(releases)
+    text = output(result)
+    assert result.returncode == 0, text
+    assert_recap(result, changed=0, failed=0)
+    assert GIT_TOKEN not in text
+    for h in molecule_hosts():
+        live = os.path.basename(current(h))
+        commit = git_commit(h, "v1.0.0")
+        # One line per release in the message, as YAML: '* <id>  <made>  <origin>' for the live one.
+        lines = [f"{mark.strip()} {rest}".strip() for mark, rest in re.findall(r"^\s+- '(\*| ) ([0-9a-f]{12}  .*)'$", text, re.M)]
+        marked = [line for line in lines if line.startswith("* ")]
+        assert marked == [line for line in lines if line.startswith(f"* {live}  ")], lines
+        # Made by the deploy of the tag (the pin by commit id later went back to it).
+        assert len(marked) == 1 and f"git {GIT_REPO} v1.0.0 {commit[:12]}" in marked[0], lines
+        # The release whose migration failed is on disk, newest of all; it came from a directory.
+        assert lines[0].startswith(os.path.basename(releases_by_variant(h)["badmigration"]) + "  "), lines
+        assert f"directory {release_path('badmigration')}" in lines[0], lines
 
 
 BAD_INPUTS = [
     ({"django_app_debug": True}, "django_app_debug must be false", "django_app_debug"),
     ({"django_app_secret_key": "short-key"}, "at least 50 characters", "django_app_secret_key"),
     ({"django_app_allowed_hosts": ["*"]}, "no wildcard", "django_app_allowed_hosts"),
+    ({"django_app_allowed_hosts": ["mysite.test", "www mysite.test"]},
+     'without a port or a scheme; fix "www mysite.test".', "django_app_allowed_hosts entries must be host names"),
     ({"django_app_database": {"engine": "postgresql", "name": "mysite", "user": "mysite"}},
      "PostgreSQL needs name, user and", "django_app_database"),
     ({"mysite_source_path": "/nonexistent/mysite"}, "is not a directory on the controller", "django_app_source.path"),

@@ -15,6 +15,8 @@ from wsgistack_testlib import (
     molecule_hosts,
     output,
     run_playbook,
+    start_request_loop,
+    stop_request_loop,
 )
 
 testinfra_hosts = molecule_host_names()
@@ -103,6 +105,45 @@ def test_code_only_deploy_again_changes_nothing(v2_deploy):
     result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
     assert result.returncode == 0, output(result)
     assert_recap(result, changed=0, failed=0)
+
+
+FAILING_RELEASES = {
+    "broken": "No module named 'notes_helpers_missing'",
+    "badmigration": "Migration notes.0003_refuses of release",
+}
+
+
+def test_failed_releases_leave_every_stack_answering_as_before(v2_deploy):
+    """A release that cannot import, then one whose migration fails, each deployed with
+    deploy.yml to every stack at once: all the while a request loop on each host gets only
+    the answers it got before (200, the live release's page), and the next good run changes
+    nothing."""
+    hosts, _, _, v2 = v2_deploy
+    before = {}
+    for h in hosts:
+        before[h.backend.host] = (current(h), get(h, "/"))
+        assert before[h.backend.host][1][0] == "200", before
+        start_request_loop(h, "mysite.test", port=443, tls=True, batch=20, pause=0.5)
+    results = {}
+    try:
+        for variant in FAILING_RELEASES:
+            release = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", variant)
+            results[variant] = run_playbook(DEPLOY, extra_vars={"mysite_source_path": release})
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in hosts}
+    for variant, result in results.items():
+        text = output(result)
+        assert result.returncode != 0, text
+        assert FAILING_RELEASES[variant] in text, text
+        assert_recap(result, failed=1)
+    for h in hosts:
+        report = reports[h.backend.host]
+        assert report["requests"] > 0 and report["failures"] == 0, (h.backend.host, report)
+        assert set(report["statuses"]) == {"200"}, (h.backend.host, report)
+        assert (current(h), get(h, "/")) == before[h.backend.host]
+    again = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
+    assert again.returncode == 0, output(again)
+    assert_recap(again, changed=0, failed=0)
 
 
 PROD = {"django_app_environment_name": "prod"}
