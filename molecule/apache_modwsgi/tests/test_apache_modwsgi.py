@@ -6,6 +6,8 @@ comes from the scenario's inputs.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from wsgistack_testlib import (
     assert_https_site,
@@ -155,6 +157,21 @@ def test_site_change_reloads_apache_without_restart(host):
     assert wait_for(lambda: status_of(host, args) == "403", timeout=15)
     assert apache_main_pid(host) == main
     assert wait_for(lambda: serving(host), timeout=30), journal(host, "apache2")
+
+
+def test_killed_apache_is_serving_again_within_10_seconds(host):
+    """systemd restarts Apache (the role's Restart=on-failure drop-in)."""
+    assert host.file("/etc/systemd/system/apache2.service.d/restart.conf").contains("^Restart=on-failure")
+    assert host.check_output("systemctl show -p Restart --value apache2") == "on-failure"
+    assert wait_for(lambda: serving(host), timeout=30)
+    old = apache_main_pid(host)
+    host.check_output(f"kill -KILL {old}")
+    started = time.monotonic()
+    back = wait_for(lambda: serving(host), timeout=10, interval=0.2)
+    elapsed = time.monotonic() - started
+    assert back and elapsed <= 10, (elapsed, journal(host, "apache2"))
+    assert apache_main_pid(host) != old
+    assert host.check_output("systemctl is-active apache2") == "active"
 
 
 def test_broken_extra_config_keeps_previous_site(host):
