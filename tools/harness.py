@@ -462,10 +462,10 @@ def default_jobs() -> int:
 # Seconds each step took on a 2-core machine, two steps at a time: the order of a first run,
 # before .cache durations of this machine exist (the longest first, so none is left alone at the end).
 EXPECTED_SECONDS = {
-    "molecule site": 1500, "molecule topology": 1200, "molecule django_app": 1100, "molecule certbot": 1050,
-    "molecule nginx_uwsgi": 900, "molecule apache_modwsgi": 710, "molecule apache_modwsgi_embedded": 620,
-    "molecule certbot_apache": 500, "molecule supervisor": 400, "package: build, offline install, converge": 250,
-    "ansible-lint": 120, "unit tests": 60,
+    "molecule site": 1060, "molecule django_app": 960, "molecule topology": 940, "molecule certbot": 400,
+    "molecule nginx_uwsgi": 380, "molecule supervisor": 240, "molecule apache_modwsgi": 240,
+    "molecule apache_modwsgi_embedded": 225, "package: build, offline install, converge": 170,
+    "molecule certbot_apache": 150, "unit tests": 45, "ansible-lint": 40,
 }
 
 

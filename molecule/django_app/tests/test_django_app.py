@@ -14,6 +14,7 @@ from wsgistack_testlib import (
     molecule_host_names,
     molecule_hosts,
     output,
+    put_file,
     run_playbook,
     scenario_group_vars,
     start_request_loop,
@@ -315,17 +316,37 @@ def git_inputs(version: str, repo: str = GIT_REPO) -> dict:
     return {"mysite_source": {"type": "git", "repo": repo, "version": version}, "django_app_keep_releases": 3}
 
 
-# The instance's repository over HTTP, with credentials in the URL as private repositories
-# are often given (the test server ignores them).
+# The instance's repository over HTTP behind basic authentication, with the credentials in
+# the URL as private repositories are often given.
 GIT_TOKEN = "s3cret-git-token-5e2a"
 GIT_HTTP_REPO = f"http://deploy:{GIT_TOKEN}@127.0.0.1:8765/mysite.git"
+GIT_HTTP_SERVER = f"""
+import base64, functools, http.server
+EXPECTED = "Basic " + base64.b64encode(b"deploy:{GIT_TOKEN}").decode()
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != EXPECTED:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", 8765), functools.partial(Handler, directory="/srv/git")).serve_forever()
+"""
 
 
 def serve_git_over_http(host) -> None:
+    """The repository over git's plain HTTP protocol, to requests with the right credentials only."""
+    put_file(host, "/tmp/wsgistack_git_http.py", GIT_HTTP_SERVER, mode="0600")
     host.check_output("systemctl stop wsgistack-git-http 2>/dev/null; systemctl reset-failed wsgistack-git-http 2>/dev/null;"
-                      " systemd-run --unit wsgistack-git-http --quiet python3 -m http.server --bind 127.0.0.1"
-                      " --directory /srv/git 8765")
-    assert wait_for(lambda: host.run("curl -sf http://127.0.0.1:8765/mysite.git/info/refs").rc == 0, 20)
+                      " systemd-run --unit wsgistack-git-http --quiet python3 /tmp/wsgistack_git_http.py")
+    refs = "http://127.0.0.1:8765/mysite.git/info/refs"
+    assert wait_for(lambda: host.run(f"curl -s -o /dev/null -w '%{{http_code}}' {refs}").stdout == "401", 20)
+    assert host.run(f"curl -sf -u deploy:{GIT_TOKEN} {refs}").rc == 0
 
 
 def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy):
@@ -375,7 +396,9 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
         assert status == "200" and "release 2" in body
         repo = h.file(f"{ROOT}/repo.git")
         assert (repo.user, repo.mode) == ("root", 0o700)
-        assert GIT_TOKEN in h.check_output(f"cat {ROOT}/repo.git/config")
+        # git got the credentials from its environment, not from the URL it keeps.
+        config = h.check_output(f"git config --file {ROOT}/repo.git/config remote.origin.url")
+        assert config == "http://127.0.0.1:8765/mysite.git", config
         leaked = h.run(f"sudo -u nobody grep -rls {GIT_TOKEN} {ROOT} /etc /run /tmp").stdout
         assert leaked == "", leaked
         assert GIT_TOKEN not in h.check_output("ps -eo args")
@@ -469,11 +492,13 @@ BAD_INPUTS = [
     ({"django_app_secret_key": "short-key"}, "at least 50 characters", "django_app_secret_key"),
     ({"django_app_allowed_hosts": ["*"]}, "no wildcard", "django_app_allowed_hosts"),
     ({"django_app_allowed_hosts": ["mysite.test", "www mysite.test"]},
-     'without a port or a scheme; fix "www mysite.test".', "django_app_allowed_hosts entries must be host names"),
+     'a scheme or a trailing dot; fix "www mysite.test".', "django_app_allowed_hosts entries must be host names"),
     ({"django_app_database": {"engine": "postgresql", "name": "mysite", "user": "mysite"}},
      "PostgreSQL needs name, user and", "django_app_database"),
     ({"mysite_source_path": "/nonexistent/mysite"}, "is not a directory on the controller", "django_app_source.path"),
     ({"django_app_settings_module": "mysite/settings"}, "must name the settings module", "django_app_settings_module"),
+    ({"django_app_keep_releases": 0}, "django_app_keep_releases must be at least 2", "got 0"),
+    ({"django_app_backups_keep": 0}, "django_app_backups_keep at least 1", "got 0"),
 ]
 
 
