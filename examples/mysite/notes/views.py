@@ -1,3 +1,4 @@
+import os
 import socket
 
 from django.db import connection
@@ -12,7 +13,8 @@ from .models import Note
 @require_GET
 def index(request):
     notes = Note.objects.order_by("-created")[:20]
-    return render(request, "notes/index.html", {"notes": notes, "version": VERSION})
+    context = {"notes": notes, "version": VERSION, "environment": os.environ.get("DJANGO_ENV", "")}
+    return render(request, "notes/index.html", context)
 
 
 @require_http_methods(["GET", "POST"])

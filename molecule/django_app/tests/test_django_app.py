@@ -50,6 +50,13 @@ def current(host) -> str:
     return host.check_output(f"readlink {ROOT}/current")
 
 
+def code_id(release: str) -> str:
+    """The code part of a release's id (<code id>-<configuration digest>)."""
+    code, _, config = os.path.basename(release).partition("-")
+    assert re.fullmatch(r"[0-9a-f]{12}", code) and re.fullmatch(r"[0-9a-f]{8}", config), release
+    return code
+
+
 def manage(host, *args: str) -> str:
     return host.check_output(f"{ROOT}/bin/manage " + " ".join(args))
 
@@ -116,16 +123,20 @@ def test_app_runs_as_its_user_behind_a_private_socket(host):
 
 
 def test_secrets_are_readable_by_root_and_the_app_group_only(host):
-    env = host.file(f"{ROOT}/shared/config/app.env")
+    """The release's configuration (environment file, secrets) is in its _config, readable by
+    root and the app's group only; the release directory around it is world-readable."""
+    env = host.file(f"{ROOT}/current/_config/app.env")
     assert (env.user, env.group, env.mode) == ("root", "mysite", 0o640)
     assert INPUTS["django_app_secret_key"] in env.content_string
-    config = host.file(f"{ROOT}/shared/config")
+    config = host.file(f"{ROOT}/current/_config")
     assert (config.user, config.group, config.mode) == ("root", "mysite", 0o750)
+    assert host.file(current(host)).mode == 0o755
     # Nowhere else: app server configuration, supervisor files, process arguments.
     elsewhere = host.run("cat /etc/uwsgi/apps/*.ini /etc/supervisor/conf.d/*.conf; ps -eo args").stdout
     for secret in SECRETS:
         assert secret not in elsewhere
-    assert host.run("sudo -u nobody cat /srv/mysite/shared/config/app.env").rc != 0
+    assert host.run(f"sudo -u nobody cat {ROOT}/current/_config/app.env").rc != 0
+    assert host.run(f"sudo -u nobody ls {ROOT}/current/_config").rc != 0
     # The database file is the app's, in a directory nobody else may enter.
     assert host.file(f"{ROOT}/shared/data/db.sqlite3").user == "mysite"
     data = host.file(f"{ROOT}/shared/data")
@@ -365,13 +376,13 @@ def test_git_source_release_is_the_commit_and_old_releases_are_pruned(v2_deploy)
     assert result.returncode == 0, output(result)
     for h in hosts:
         commit = git_commit(h, "v1.0.0")
-        assert current(h) == f"{ROOT}/releases/{commit[:12]}"
+        assert code_id(current(h)) == commit[:12]
         status, body = get(h, "/")
         assert status == "200" and "release 1" in body
         old = before[h.backend.host]
         kept = h.check_output(f"ls {ROOT}/releases").split()
-        assert sorted(kept) == sorted([commit[:12]] + [os.path.basename(old[v]) for v in ("v2", "unhealthy")]), (
-            kept, old)
+        live = os.path.basename(current(h))
+        assert sorted(kept) == sorted([live] + [os.path.basename(old[v]) for v in ("v2", "unhealthy")]), (kept, old)
         for gone in ("v1", "broken"):
             assert not h.file(old[gone]).exists, gone
     again = run_playbook("converge.yml", extra_vars=git_inputs("v1.0.0"))
@@ -391,7 +402,7 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
     assert GIT_TOKEN not in output(result)
     for h in hosts:
         head = git_commit(h, "main")
-        assert current(h) == f"{ROOT}/releases/{head[:12]}"
+        assert code_id(current(h)) == head[:12]
         status, body = get(h, "/")
         assert status == "200" and "release 2" in body
         repo = h.file(f"{ROOT}/repo.git")
@@ -407,7 +418,7 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
     assert result.returncode == 0, output(result)
     for h in hosts:
         assert git_commit(h, "v1.0.0") == older
-        assert current(h) == f"{ROOT}/releases/{older[:12]}"
+        assert code_id(current(h)) == older[:12]
         status, body = get(h, "/")
         assert status == "200" and "release 1" in body
     result = run_playbook("converge.yml", extra_vars=git_inputs("no-such-branch"))
@@ -415,7 +426,7 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
     assert result.returncode != 0
     assert "django_app_source.version 'no-such-branch' names no commit" in text, text
     for h in hosts:
-        assert current(h) == f"{ROOT}/releases/{older[:12]}"
+        assert code_id(current(h)) == older[:12]
     # A repository that cannot be reached: the failure says so with the credentials masked.
     unreachable = f"http://deploy:{GIT_TOKEN}@127.0.0.1:9/mysite.git"
     result = run_playbook("converge.yml", extra_vars=git_inputs("main", unreachable), verbose=True)
@@ -424,7 +435,7 @@ def test_git_branch_and_commit_pins_deploy_exactly_that_commit(v2_deploy):
     assert "Fetching django_app_source.repo http://***@127.0.0.1:9/mysite.git (version main) failed" in text, text
     assert GIT_TOKEN not in text
     for h in hosts:
-        assert current(h) == f"{ROOT}/releases/{older[:12]}"
+        assert code_id(current(h)) == older[:12]
 
 
 def test_failed_migration_keeps_the_live_release_and_its_backup(v2_deploy):
@@ -477,7 +488,8 @@ def test_releases_playbook_lists_ids_sources_and_the_live_one():
         live = os.path.basename(current(h))
         commit = git_commit(h, "v1.0.0")
         # One line per release in the message, as YAML: '* <id>  <made>  <origin>' for the live one.
-        lines = [f"{mark.strip()} {rest}".strip() for mark, rest in re.findall(r"^\s+- '(\*| ) ([0-9a-f]{12}  .*)'$", text, re.M)]
+        rows = re.findall(r"^\s+- '(\*| ) ([0-9a-f]{12}-[0-9a-f]{8}  .*)'$", text, re.M)
+        lines = [f"{mark.strip()} {rest}".strip() for mark, rest in rows]
         marked = [line for line in lines if line.startswith("* ")]
         assert marked == [line for line in lines if line.startswith(f"* {live}  ")], lines
         # Made by the deploy of the tag (the pin by commit id later went back to it).
@@ -485,6 +497,94 @@ def test_releases_playbook_lists_ids_sources_and_the_live_one():
         # The release whose migration failed is on disk, newest of all; it came from a directory.
         assert lines[0].startswith(os.path.basename(releases_by_variant(h)["badmigration"]) + "  "), lines
         assert f"directory {release_path('badmigration')}" in lines[0], lines
+
+
+ROLLBACK = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playbooks", "rollback.yml")
+HEALTH = "/-/wsgistack-health"
+
+
+def rollback(release: str | None = None):
+    extra = {"wsgistack_stack": "nginx_uwsgi"} | ({"release": release} if release is not None else {})
+    return run_playbook(ROLLBACK, extra_vars=extra)
+
+
+def environment_shown(host) -> str:
+    status, body = get(host, "/")
+    assert status == "200", body
+    found = re.search(r'<p class="environment">environment (\S*)</p>', body)
+    assert found, body
+    return found.group(1)
+
+
+def test_settings_change_alone_is_a_release_that_rollback_takes_back():
+    """A change of settings alone (the environment's name, which the page shows) makes a new
+    release of the same code: its own _config, the code hard-linked, live as a whole. Then
+    rollback.yml goes back to the previous release and forward to a named one, each time
+    with that release's settings live, while a request loop sees only answers of the two
+    releases; a release that is not on the host is refused before anything changes."""
+    hosts = molecule_hosts()
+    inputs = git_inputs("v1.0.0")
+    old = {}
+    for h in hosts:
+        old[h.backend.host] = current(h)
+        assert environment_shown(h) == "staging"
+        start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=50, pause=0.2)
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs | {"django_app_environment_name": "qa"})
+        assert result.returncode == 0, output(result)
+        new = {}
+        for h in hosts:
+            before, now = old[h.backend.host], current(h)
+            new[h.backend.host] = now
+            assert now != before and code_id(now) == code_id(before), (before, now)
+            assert environment_shown(h) == "qa"
+            assert "DJANGO_ENV=qa" in h.file(f"{now}/_config/app.env").content_string
+            # The previous release keeps its own configuration.
+            assert "DJANGO_ENV=staging" in h.file(f"{before}/_config/app.env").content_string
+            # Same code: hard links, not a second copy.
+            assert h.file(f"{now}/manage.py").inode == h.file(f"{before}/manage.py").inode
+            assert h.file(f"{now}/.venv").linked_to == h.file(f"{before}/.venv").linked_to
+            assert h.file(f"{ROOT}/previous").linked_to == before
+
+        result = rollback()
+        assert result.returncode == 0, output(result)
+        for h in hosts:
+            assert current(h) == old[h.backend.host]
+            assert environment_shown(h) == "staging"
+            assert get(h, HEALTH) == ("200", f"ok {os.path.basename(old[h.backend.host])}")
+
+        named = os.path.basename(new[hosts[0].backend.host])
+        result = rollback(named)
+        assert result.returncode == 0, output(result)
+        for h in hosts:
+            assert current(h) == new[h.backend.host]
+            assert environment_shown(h) == "qa"
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in hosts}
+    for h in hosts:
+        report = reports[h.backend.host]
+        assert report["failures"] == 0 and set(report["statuses"]) == {"200"}, report
+        seen = set().union(*map(set, report["batches"]))
+        releases = {f"ok {os.path.basename(r[h.backend.host])}" for r in (old, new)}
+        assert seen == releases, (seen, releases)
+
+    # A release that is not on the host: refused, naming the variable, nothing changed.
+    live = {h.backend.host: current(h) for h in hosts}
+    result = rollback("0123456789ab-01234567")
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "There is no release 0123456789ab-01234567 on" in text and "django_app_rollback_release" in text, text
+    assert os.path.basename(old[hosts[0].backend.host]) in text, text
+    assert_recap(result, changed=0)
+    for h in hosts:
+        assert current(h) == live[h.backend.host]
+
+    # The inventory's settings again: the release made for them first is live again.
+    result = run_playbook("converge.yml", extra_vars=inputs)
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert current(h) == old[h.backend.host]
+        assert environment_shown(h) == "staging"
 
 
 BAD_INPUTS = [
@@ -506,6 +606,6 @@ BAD_INPUTS = [
 def test_bad_input_fails_before_any_change(case):
     bad, message, variable = case
     assert_refused_before_change(
-        molecule_hosts(), bad, message, variable, [f"{ROOT}/shared/config", f"{ROOT}/bin", "/etc/uwsgi"],
+        molecule_hosts(), bad, message, variable, [f"{ROOT}/current/_config", f"{ROOT}/shared/wsgi", f"{ROOT}/bin", "/etc/uwsgi"],
         state=current,
     )
