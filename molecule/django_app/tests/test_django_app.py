@@ -587,6 +587,60 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
         assert environment_shown(h) == "staging"
 
 
+RESTORE_DB = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playbooks", "restore-db.yml")
+
+
+def notes(host) -> list[str]:
+    return backup_contents(host, f"{ROOT}/shared/data/db.sqlite3")[1]
+
+
+def test_restore_db_puts_a_backup_back_with_the_release_it_belongs_to():
+    """The backup taken before the failed migration holds the database the release live then
+    (named in the backup) used. After a note is written and another release is put live,
+    restore-db.yml switches back to that release and puts the backup back: the first data is
+    there, the later note is not, the site kept answering, and the database as it was just
+    before the restore is a backup too. A name that is no backup is refused."""
+    hosts = molecule_hosts()
+    chosen = {}
+    for h in hosts:
+        name = h.check_output(f"ls -t {BACKUPS} | grep -v before-restore | grep '\\.sqlite3$' | head -1")
+        found = re.fullmatch(r"\d{8}T\d{6}Z-([0-9a-f]{12}-[0-9a-f]{8})-before-[0-9a-f-]+\.sqlite3", name)
+        assert found, name
+        chosen[h.backend.host] = (name, f"{ROOT}/releases/{found.group(1)}")
+        assert "kept across releases" in backup_contents(h, f"{BACKUPS}/{name}")[1]
+        manage(h, "shell", "-c", '"from notes.models import Note; Note.objects.create(text=\'written after the backup\')"')
+        assert "written after the backup" in notes(h)
+    result = rollback()
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert current(h) != chosen[h.backend.host][1]
+        start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=50, pause=0.2)
+    try:
+        # One host here: the name is its backup's.
+        backup = chosen[hosts[0].backend.host][0]
+        result = run_playbook(RESTORE_DB, extra_vars={"wsgistack_stack": "nginx_uwsgi", "backup": backup})
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in hosts}
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        name, release = chosen[h.backend.host]
+        assert current(h) == release
+        assert environment_shown(h) == "staging"
+        texts = notes(h)
+        assert "kept across releases" in texts and "written after the backup" not in texts, texts
+        report = reports[h.backend.host]
+        assert report["failures"] == 0 and set(report["statuses"]) == {"200"}, report
+        # Nothing lost: the database as it was just before the restore.
+        before_restore = h.check_output(f"ls -t {BACKUPS}/*-before-restore.sqlite3 | head -1")
+        assert (h.file(before_restore).user, h.file(before_restore).mode) == ("root", 0o600)
+        assert "written after the backup" in backup_contents(h, before_restore)[1]
+    result = run_playbook(RESTORE_DB, extra_vars={"wsgistack_stack": "nginx_uwsgi", "backup": "../data/db.sqlite3"})
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "django_app_restore_backup (-e backup=...) must name a backup file" in text, text
+    assert_recap(result, changed=0)
+
+
 BAD_INPUTS = [
     ({"django_app_debug": True}, "django_app_debug must be false", "django_app_debug"),
     ({"django_app_secret_key": "short-key"}, "at least 50 characters", "django_app_secret_key"),

@@ -23,6 +23,7 @@ testinfra_hosts = molecule_host_names()
 
 ROOT = "/srv/mysite"
 DEPLOY = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "deploy.yml")
+ROLLBACK = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "rollback.yml")
 
 
 def stack(host) -> str:
@@ -107,17 +108,28 @@ def test_code_only_deploy_again_changes_nothing(v2_deploy):
     assert_recap(result, changed=0, failed=0)
 
 
-FAILING_RELEASES = {
-    "broken": "No module named 'notes_helpers_missing'",
-    "badmigration": "Migration notes.0003_refuses of release",
+def release_dir(variant: str) -> str:
+    return os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", variant)
+
+
+# Each a deploy.yml run on top of the live v2: code that cannot import, a migration that
+# fails, a settings module that does not import, a project WSGI module that does not
+# exist, a package that does not exist. With the message each run must give.
+FAILING_CHANGES = {
+    "broken": ({"mysite_source_path": release_dir("broken")}, "No module named 'notes_helpers_missing'"),
+    "badmigration": ({"mysite_source_path": release_dir("badmigration")}, "Migration notes.0003_refuses of release"),
+    "settings": ({"django_app_settings_module": "mysite.settings.missing"}, "No module named 'mysite.settings.missing'"),
+    "wsgi": ({"django_app_wsgi_module": "mysite.no_such_wsgi"}, "No module named 'mysite.no_such_wsgi'"),
+    "package": ({"django_app_pip_packages": ["wsgistack-no-such-package==1.0"]},
+                "No matching distribution found for wsgistack-no-such-package==1.0"),
 }
 
 
-def test_failed_releases_leave_every_stack_answering_as_before(v2_deploy):
-    """A release that cannot import, then one whose migration fails, each deployed with
-    deploy.yml to every stack at once: all the while a request loop on each host gets only
-    the answers it got before (200, the live release's page), and the next good run changes
-    nothing."""
+def test_failed_changes_leave_every_stack_answering_as_before(v2_deploy):
+    """Bad code, a failing migration, bad settings, a missing WSGI module and a missing
+    package, each deployed with deploy.yml to every stack at once: all the while a request
+    loop on each host gets only the answers it got before (200, the live release's page),
+    and the next good run changes nothing."""
     hosts, _, _, v2 = v2_deploy
     before = {}
     for h in hosts:
@@ -126,15 +138,14 @@ def test_failed_releases_leave_every_stack_answering_as_before(v2_deploy):
         start_request_loop(h, "mysite.test", port=443, tls=True, batch=20, pause=0.5)
     results = {}
     try:
-        for variant in FAILING_RELEASES:
-            release = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", variant)
-            results[variant] = run_playbook(DEPLOY, extra_vars={"mysite_source_path": release})
+        for change, (extra_vars, _) in FAILING_CHANGES.items():
+            results[change] = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2} | extra_vars)
     finally:
         reports = {h.backend.host: stop_request_loop(h) for h in hosts}
-    for variant, result in results.items():
+    for change, result in results.items():
         text = output(result)
         assert result.returncode != 0, text
-        assert FAILING_RELEASES[variant] in text, text
+        assert FAILING_CHANGES[change][1] in text, text
         assert_recap(result, failed=1)
     for h in hosts:
         report = reports[h.backend.host]
@@ -144,6 +155,32 @@ def test_failed_releases_leave_every_stack_answering_as_before(v2_deploy):
     again = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
     assert again.returncode == 0, output(again)
     assert_recap(again, changed=0, failed=0)
+
+
+def test_rollback_goes_back_and_forth_on_every_stack(v2_deploy):
+    """rollback.yml puts v1 back live on every stack (code and configuration), then, run
+    again, v2; a request loop on each host sees no failed request."""
+    hosts, before, _, _ = v2_deploy
+    v2 = {h.backend.host: current(h) for h in hosts}
+    for h in hosts:
+        start_request_loop(h, "mysite.test", port=443, tls=True, batch=20, pause=0.5)
+    try:
+        back = run_playbook(ROLLBACK)
+        pages = {h.backend.host: (current(h), get(h, "/")) for h in hosts}
+        forth = run_playbook(ROLLBACK)
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in hosts}
+    assert back.returncode == 0, output(back)
+    assert forth.returncode == 0, output(forth)
+    for h in hosts:
+        live, (status, body) = pages[h.backend.host]
+        assert live == before[h.backend.host], (live, before)
+        assert status == "200" and "release 1" in body and "before v2" in body, body
+        assert current(h) == v2[h.backend.host]
+        status, body = get(h, "/")
+        assert status == "200" and "release 2" in body, body
+        report = reports[h.backend.host]
+        assert report["requests"] > 0 and report["failures"] == 0, (h.backend.host, report)
 
 
 PROD = {"django_app_environment_name": "prod"}
@@ -163,5 +200,5 @@ def test_production_rule_refuses_before_any_change(case):
     bad, message, variable = case
     assert_refused_before_change(
         molecule_hosts(), bad, message, variable,
-        [f"{ROOT}/shared/config", "/etc/nginx", "/etc/apache2", "/etc/ssl"], state=current,
+        [f"{ROOT}/current/_config", "/etc/nginx", "/etc/apache2", "/etc/ssl"], state=current,
     )

@@ -18,6 +18,8 @@ testinfra_hosts = ["topology-lb1"]
 INPUTS = scenario_group_vars()
 DB_PASSWORD = INPUTS["django_app_database"]["password"]
 DEPLOY = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "deploy.yml")
+ROLLBACK = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "rollback.yml")
+RESTORE_DB = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "restore-db.yml")
 
 
 def hosts() -> dict:
@@ -98,23 +100,28 @@ print(json.dumps({"requests": count, "failures": failures, "statuses": statuses,
 '''
 
 
-@pytest.fixture(scope="module")
-def rolling_deploy(host):
-    """Deploy v2 with deploy.yml while lb1 serves a bounded request loop (at most 300 s)."""
-    host.run("rm -f /tmp/stop-load /tmp/load.json")
-    put_file(host, "/tmp/load.py", LOAD)
+def under_load(lb, run):
+    """run() while lb1 serves a bounded request loop (at most 300 s); its result and the loop's report."""
+    lb.run("rm -f /tmp/stop-load /tmp/load.json")
+    put_file(lb, "/tmp/load.py", LOAD)
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     loader = subprocess.Popen(
         ["ansible", "-i", inventory, "topology-lb1", "-m", "ansible.builtin.shell",
          "-a", "python3 /tmp/load.py 300 > /tmp/load.json"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(3)
-    v2 = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
-    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2})
+    result = run()
     time.sleep(2)
-    host.run("touch /tmp/stop-load")
+    lb.run("touch /tmp/stop-load")
     loader.wait(timeout=60)
-    return result, json.loads(host.file("/tmp/load.json").content_string)
+    return result, json.loads(lb.file("/tmp/load.json").content_string)
+
+
+@pytest.fixture(scope="module")
+def rolling_deploy(host):
+    """Deploy v2 with deploy.yml while lb1 serves a bounded request loop."""
+    v2 = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
+    return under_load(host, lambda: run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2}))
 
 
 def test_rolling_deploy_under_load_fails_no_request(rolling_deploy):
@@ -160,3 +167,46 @@ def test_site_answers_with_one_web_host_stopped(host):
     while time.monotonic() < deadline and served_by(host, 10) != {"web1", "web2"}:
         time.sleep(2)
     assert served_by(host, 20) == {"web1", "web2"}
+
+
+def test_rollback_rolls_one_web_host_at_a_time_without_failed_requests(rolling_deploy, host):
+    """rollback.yml after the rolling deploy: v1 goes back live on web1, then on web2 (one
+    batch each), each out of the balancer while it switches; no request through lb1 fails."""
+    result, load = under_load(host, lambda: run_playbook(ROLLBACK))
+    text = output(result)
+    assert result.returncode == 0, text
+    assert text.count("PLAY [Roll back the Django project]") == 2, text
+    assert load["requests"] > 50 and load["failures"] == 0, load
+    assert {"ok 2 web1", "ok 2 web2", "ok 1 web1", "ok 1 web2"} <= set(load["bodies"]), set(load["bodies"])
+    assert served_by(host) == {"web1", "web2"}
+    status, body = through_balancer(host, "/")
+    assert status == "200" and "release 1" in body and "written through lb1" in body
+
+
+def test_restore_db_puts_the_postgresql_backup_back_once(rolling_deploy, host):
+    """The dump web1 took before v2 migrated holds the note written through lb1. With that
+    note deleted, restore-db.yml puts the dump back (once, from web1, for the one database)
+    with the release it belongs to (v1, live again since the rollback) on both web hosts:
+    the note is back, no request through lb1 failed, and the database as it was just before
+    the restore is a dump too."""
+    web1 = hosts()["topology-web1"]
+    backups = "/srv/mysite/shared/backups"
+    dump = web1.check_output(f"ls -t {backups} | grep -v before-restore | grep '\\.dump$' | head -1")
+    found = re.fullmatch(r"\d{8}T\d{6}Z-([0-9a-f]{12}-[0-9a-f]{8})-before-[0-9a-f-]+\.dump", dump)
+    assert found, dump
+    for web in ("topology-web1", "topology-web2"):
+        assert hosts()[web].check_output("readlink /srv/mysite/current") == f"/srv/mysite/releases/{found.group(1)}"
+    web1.check_output("/srv/mysite/bin/manage shell -c "
+                      "\"from notes.models import Note; Note.objects.filter(text__startswith='written through lb1').delete()\"")
+    assert "written through lb1" not in through_balancer(host, "/")[1]
+    result, load = under_load(host, lambda: run_playbook(RESTORE_DB, extra_vars={"backup": dump}))
+    text = output(result)
+    assert result.returncode == 0, text
+    assert load["requests"] > 20 and load["failures"] == 0, load
+    restored = re.search(r"TASK \[wsgistack\.django\.django_app : Put the PostgreSQL backup back\].*?\n\n", text, re.S)
+    assert restored and sorted(re.findall(r"^(\w+): \[([\w.-]+)\]", restored.group(0), re.M)) == [
+        ("changed", "topology-web1"), ("skipping", "topology-web2")], text
+    status, body = through_balancer(host, "/")
+    assert status == "200" and "release 1" in body and "written through lb1" in body, body
+    saved = web1.check_output(f"ls -t {backups}/*-before-restore.dump | head -1")
+    assert (web1.file(saved).user, web1.file(saved).mode) == ("root", 0o600) and web1.file(saved).size > 0
