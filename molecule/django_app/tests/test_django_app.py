@@ -579,13 +579,6 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
     for h in hosts:
         assert current(h) == live[h.backend.host]
 
-    # The inventory's settings again: the release made for them first is live again.
-    result = run_playbook("converge.yml", extra_vars=inputs)
-    assert result.returncode == 0, output(result)
-    for h in hosts:
-        assert current(h) == old[h.backend.host]
-        assert environment_shown(h) == "staging"
-
 
 RESTORE_DB = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playbooks", "restore-db.yml")
 
@@ -596,7 +589,7 @@ def notes(host) -> list[str]:
 
 def test_restore_db_puts_a_backup_back_with_the_release_it_belongs_to():
     """The backup taken before the failed migration holds the database the release live then
-    (named in the backup) used. After a note is written and another release is put live,
+    (named in the backup) used. With a note written since and another release live,
     restore-db.yml switches back to that release and puts the backup back: the first data is
     there, the later note is not, the site kept answering, and the database as it was just
     before the restore is a backup too. A name that is no backup is refused."""
@@ -610,9 +603,7 @@ def test_restore_db_puts_a_backup_back_with_the_release_it_belongs_to():
         assert "kept across releases" in backup_contents(h, f"{BACKUPS}/{name}")[1]
         manage(h, "shell", "-c", '"from notes.models import Note; Note.objects.create(text=\'written after the backup\')"')
         assert "written after the backup" in notes(h)
-    result = rollback()
-    assert result.returncode == 0, output(result)
-    for h in hosts:
+        # The test before left another release live (the same code with other settings).
         assert current(h) != chosen[h.backend.host][1]
         start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=50, pause=0.2)
     try:

@@ -112,10 +112,13 @@ def release_dir(variant: str) -> str:
     return os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", variant)
 
 
-# Each a deploy.yml run on top of the live v2: code that cannot import, a migration that
-# fails, a settings module that does not import, a project WSGI module that does not
-# exist, a package that does not exist. With the message each run must give.
+# Each a deploy.yml run on top of the live v2: code that cannot import, a release that fails
+# its health check after the switch (checked through the web server only, so it goes live
+# and back), a migration that fails, a settings module that does not import, a project WSGI
+# module that does not exist, a package that does not exist. With the message each run must give.
 FAILING_CHANGES = {
+    "unhealthy": ({"mysite_source_path": release_dir("unhealthy"), "django_app_health_check_path": "/health/",
+                   "django_app_check_before_switch": False}, "failed its check after the switch"),
     "broken": ({"mysite_source_path": release_dir("broken")}, "No module named 'notes_helpers_missing'"),
     "badmigration": ({"mysite_source_path": release_dir("badmigration")}, "Migration notes.0003_refuses of release"),
     "settings": ({"django_app_settings_module": "mysite.settings.missing"}, "No module named 'mysite.settings.missing'"),
