@@ -508,6 +508,18 @@ def rollback(release: str | None = None):
     return run_playbook(ROLLBACK, extra_vars=extra)
 
 
+# A secret changed along with a setting, in the release the settings change makes.
+NEW_TOKEN = "molecule-api-token-rotated-9d41"
+
+
+def secrets_of(host, release: str) -> tuple[str, str]:
+    """DJANGO_ENV and the API token the release runs with, as its app user's Python sees them."""
+    out = host.check_output(f"DJANGO_APP_RELEASE={release} {ROOT}/bin/python -c "
+                            "'import os; print(os.environ[\"DJANGO_ENV\"], os.environ[\"MYSITE_API_TOKEN\"])'")
+    env, token = out.split()
+    return env, token
+
+
 def environment_shown(host) -> str:
     status, body = get(host, "/")
     assert status == "200", body
@@ -530,7 +542,9 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
         assert environment_shown(h) == "staging"
         start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=50, pause=0.2)
     try:
-        result = run_playbook("converge.yml", extra_vars=inputs | {"django_app_environment_name": "qa"})
+        changed = {"django_app_environment_name": "qa", "django_app_secret_environment": {"MYSITE_API_TOKEN": NEW_TOKEN}}
+        result = run_playbook("converge.yml", extra_vars=inputs | changed, verbose=True)
+        assert NEW_TOKEN not in output(result)
         assert result.returncode == 0, output(result)
         new = {}
         for h in hosts:
@@ -538,9 +552,9 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
             new[h.backend.host] = now
             assert now != before and code_id(now) == code_id(before), (before, now)
             assert environment_shown(h) == "qa"
-            assert "DJANGO_ENV=qa" in h.file(f"{now}/_config/app.env").content_string
+            assert secrets_of(h, now) == ("qa", NEW_TOKEN)
             # The previous release keeps its own configuration.
-            assert "DJANGO_ENV=staging" in h.file(f"{before}/_config/app.env").content_string
+            assert secrets_of(h, before) == ("staging", SECRETS[1])
             # Same code: hard links, not a second copy.
             assert h.file(f"{now}/manage.py").inode == h.file(f"{before}/manage.py").inode
             assert h.file(f"{now}/.venv").linked_to == h.file(f"{before}/.venv").linked_to
@@ -551,6 +565,7 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
         for h in hosts:
             assert current(h) == old[h.backend.host]
             assert environment_shown(h) == "staging"
+            assert secrets_of(h, current(h)) == ("staging", SECRETS[1])
             assert get(h, HEALTH) == ("200", f"ok {os.path.basename(old[h.backend.host])}")
 
         named = os.path.basename(new[hosts[0].backend.host])
@@ -644,6 +659,11 @@ BAD_INPUTS = [
     ({"django_app_settings_module": "mysite/settings"}, "must name the settings module", "django_app_settings_module"),
     ({"django_app_keep_releases": 0}, "django_app_keep_releases must be at least 2", "got 0"),
     ({"django_app_backups_keep": 0}, "django_app_backups_keep at least 1", "got 0"),
+    ({"django_app_processes": -1}, "django_app_processes 0 (one per core) or more (got -1)", "django_app_processes"),
+    ({"django_app_base_dir": "srv"}, "django_app_base_dir must be an absolute path", "got 'srv'"),
+    ({"django_app_static_url": "static"}, "django_app_static_url and", "got 'static'"),
+    ({"django_app_python": "/usr/bin/python3.99"}, "django_app_python /usr/bin/python3.99 is not an executable",
+     "django_app_python"),
 ]
 
 

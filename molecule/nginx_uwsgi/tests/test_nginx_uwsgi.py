@@ -244,13 +244,20 @@ def app_state(host, app: str) -> dict:
             "workers": worker_pids(host, app, master), "body": body_of(host, app)}
 
 
+def worker_connections(host) -> int:
+    """worker_connections in the configuration nginx -T reads: what new workers get on a reload."""
+    return int(host.check_output("nginx -T 2>/dev/null | sed -n 's/^ *worker_connections \\([0-9]*\\);/\\1/p' | head -1"))
+
+
 @pytest.fixture(scope="module")
 def day_two():
     """One converge that changes every kind of input at once, then one that restores the
     scenario's, each while a request loop runs against each app:
     - hello: its only environment variable removed, 3 processes instead of 2;
     - hello2: an environment variable added, 3 processes;
-    - the hello2 site: one more server name.
+    - the hello2 site: one more server name;
+    - nginx.conf: 768 worker connections instead of 1024 (a file the sites' relative
+      includes are tested with).
     The restore adds hello's variable back and removes hello2's. What each step leaves is
     recorded here; the tests below assert it."""
     host = molecule_hosts()[0]
@@ -262,12 +269,14 @@ def day_two():
         assert wait_for(lambda a=app: len(worker_pids(host, a, master_pid(host, a))) == 2, timeout=30)
         before[app] = app_state(host, app)
     nginx = {"master": nginx_master(host), "workers": nginx_workers(host),
-             "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc}
+             "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc,
+             "worker_connections": worker_connections(host)}
     inputs = scenario_group_vars()
     apps = {entry["name"]: entry for entry in inputs["nginx_uwsgi_apps"]}
     apps["hello"].update(environment={}, processes=3)
     apps["hello2"].update(environment={"APP_GREETING": "reloaded 100%"}, processes=3)
     inputs["nginx_uwsgi_sites"][1]["server_names"].append(NEW_NAME)
+    inputs["nginx_uwsgi_worker_connections"] = 768
     expected = {"hello": "app:/::", "hello2": "app:/:reloaded 100%:"}
     start_request_loop(host, "hello.test", port=443, tls=True, loop="hello")
     start_request_loop(host, "hello2.test", loop="hello2")
@@ -283,7 +292,8 @@ def day_two():
         wait_for(lambda: status_of(host, NEW_NAME_ARGS) == "200", timeout=10)
         nginx_after = {"master": nginx_master(host), "workers": nginx_workers(host),
                        "new_name_status": status_of(host, NEW_NAME_ARGS),
-                       "new_name_body": curl(host, f"-H 'Host: {NEW_NAME}' http://127.0.0.1/ping")}
+                       "new_name_body": curl(host, f"-H 'Host: {NEW_NAME}' http://127.0.0.1/ping"),
+                       "worker_connections": worker_connections(host)}
     finally:
         for app in APPS:
             reports[app] = stop_request_loop(host, loop=app)
@@ -296,7 +306,8 @@ def day_two():
                  and not pids & after[a]["workers"], timeout=30)
         back[app] = app_state(host, app)
     wait_for(lambda: host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc == 52, timeout=10)
-    nginx_back = {"master": nginx_master(host), "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc}
+    nginx_back = {"master": nginx_master(host), "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc,
+                  "worker_connections": worker_connections(host)}
     return {"before": before, "after": after, "back": back, "reports": reports, "changed": changed,
             "restored": restored, "nginx": nginx, "nginx_after": nginx_after, "nginx_back": nginx_back}
 
@@ -312,6 +323,8 @@ def test_site_change_reloads_nginx_without_restart(day_two):
     # hello2's app answers it, with the environment the same converge gave it.
     assert after["new_name_body"].startswith("app:/ping:reloaded 100%:"), after
     assert after["master"] == nginx["master"], "nginx was restarted instead of reloaded"
+    # nginx.conf changed on a host with sites (and the reload above gave nginx new workers).
+    assert (nginx["worker_connections"], after["worker_connections"], back["worker_connections"]) == (1024, 768, 1024)
     assert not after["workers"] & nginx["workers"], "the old nginx workers still serve"
     assert day_two["restored"].returncode == 0, output(day_two["restored"])
     assert back["new_name_rc"] == 52, back
