@@ -169,6 +169,9 @@ def test_failed_changes_leave_every_stack_answering_as_before(v2_deploy):
         report = reports[h.backend.host]
         assert report["requests"] > 0 and report["failures"] == 0, (h.backend.host, report)
         assert set(report["statuses"]) == {"200"}, (h.backend.host, report)
+        # The same page every time (the loop keeps what follows a body's last ':').
+        page = before[h.backend.host][1][1]
+        assert set().union(*map(set, report["batches"])) == {page.rsplit(":", 1)[-1]}, (h.backend.host, report)
         assert (current(h), get(h, "/")) == before[h.backend.host]
     again = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2}, limit=limit)
     assert again.returncode == 0, output(again)
