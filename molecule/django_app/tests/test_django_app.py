@@ -456,7 +456,7 @@ def test_failed_migration_keeps_the_live_release_and_its_backup(v2_deploy):
         pages[h.backend.host] = get(h, "/")
         assert pages[h.backend.host][0] == "200", pages
         backups[h.backend.host] = set(h.check_output(f"ls {ROOT}/shared/backups").split())
-        start_request_loop(h, "mysite.test", port=443, tls=True)
+        start_request_loop(h, "mysite.test", port=443, tls=True, batch=20, pause=0.5)
     try:
         result = deploy({"mysite_source_path": release_path("badmigration")})
     finally:
@@ -547,7 +547,7 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
     for h in hosts:
         old[h.backend.host] = current(h)
         assert environment_shown(h) == "staging"
-        start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=50, pause=0.2)
+        start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=20, pause=0.5)
     try:
         changed = {"django_app_environment_name": "qa", "django_app_secret_environment": {"MYSITE_API_TOKEN": NEW_TOKEN}}
         result = deploy(inputs | changed, verbose=True)
@@ -627,7 +627,7 @@ def test_restore_db_puts_a_backup_back_with_the_release_it_belongs_to():
         assert "written after the backup" in notes(h)
         # The test before left another release live (the same code with other settings).
         assert current(h) != chosen[h.backend.host][1]
-        start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=50, pause=0.2)
+        start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=20, pause=0.5)
     try:
         # One host here: the name is its backup's.
         backup = chosen[hosts[0].backend.host][0]
