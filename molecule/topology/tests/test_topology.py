@@ -203,7 +203,8 @@ def test_restore_db_puts_the_postgresql_backup_back_once(rolling_deploy, host):
     text = output(result)
     assert result.returncode == 0, text
     assert load["requests"] > 20 and load["failures"] == 0, load
-    restored = re.search(r"TASK \[wsgistack\.django\.django_app : Put the PostgreSQL backup back\].*?\n\n", text, re.S)
+    task = re.escape("TASK [wsgistack.django.django_app : Replace the database's contents with the backup]")
+    restored = re.search(task + r".*?\n\n", text, re.S)
     assert restored and sorted(re.findall(r"^(\w+): \[([\w.-]+)\]", restored.group(0), re.M)) == [
         ("changed", "topology-web1"), ("skipping", "topology-web2")], text
     status, body = through_balancer(host, "/")
