@@ -44,11 +44,14 @@ def scenario_ansible_args() -> list[str]:
 
 
 def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | None = None,
-                 check: bool = False, verbose: bool = False) -> subprocess.CompletedProcess:
-    """Run a playbook of the scenario against its instances, with the scenario's ansible_args
-    as Molecule runs it, and return the result."""
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(scenario_playbook(playbook)),
-           *scenario_ansible_args()]
+                 check: bool = False, verbose: bool = False,
+                 inventories: list[str] = ()) -> subprocess.CompletedProcess:
+    """Run a playbook of the scenario against its instances (and the hosts of `inventories`,
+    added to the scenario's inventory), with the scenario's ansible_args as Molecule runs it,
+    and return the result."""
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+           *[arg for inventory in inventories for arg in ("-i", inventory)],
+           str(scenario_playbook(playbook)), *scenario_ansible_args()]
     if verbose:
         cmd.append("-v")
     if extra_vars:
@@ -89,6 +92,41 @@ def tree_checksums(host, path: str) -> str:
         f" find {quoted} -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum;"
         " else echo absent; fi"
     )
+
+
+def inventory_host_vars(name: str) -> dict:
+    """The variables the scenario's inventory gives an instance (its connection)."""
+    def find(node):
+        if isinstance(node, dict):
+            hosts = node.get("hosts") or {}
+            if isinstance(hosts, dict) and isinstance(hosts.get(name), dict):
+                return hosts[name]
+            for child in node.values():
+                found = find(child)
+                if found is not None:
+                    return found
+        return None
+
+    return dict(find(yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())) or {})
+
+
+def failure_messages(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """What each host's failed tasks printed (the `fatal:`/`failed:` lines and the indented
+    result under them), by host."""
+    import re
+
+    messages: dict[str, list[str]] = {}
+    current = None
+    for line in output(result).splitlines():
+        match = re.match(r"^(fatal|failed): \[([^\]]+)\]", line)
+        if match:
+            current = match.group(2)
+            messages.setdefault(current, []).append(line)
+        elif current and line.startswith(" "):
+            messages[current].append(line)
+        else:
+            current = None
+    return {host: "\n".join(lines) for host, lines in messages.items()}
 
 
 def journal(host, unit: str, lines: int = 60) -> str:

@@ -8,15 +8,19 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from wsgistack_testlib import (
     assert_recap,
-    assert_refused_before_change,
+    failure_messages,
+    inventory_host_vars,
     molecule_host_names,
     molecule_hosts,
     output,
+    recap,
     run_playbook,
     start_request_loop,
     stop_request_loop,
+    tree_checksums,
 )
 
 testinfra_hosts = molecule_host_names()
@@ -43,6 +47,11 @@ def headers(host, url: str) -> str:
 
 def current(host) -> str:
     return host.check_output(f"readlink {ROOT}/current")
+
+
+def server_pids(host) -> str:
+    """The web server's and the app server's main processes."""
+    return host.run("pgrep -o -x nginx; pgrep -o -x apache2; pgrep -o -f 'uwsgi --ini'; true").stdout
 
 
 def test_site_answers_over_https_with_its_static_css(host):
@@ -202,22 +211,146 @@ def test_rollback_goes_back_and_forth_on_every_stack(v2_deploy):
         assert report["requests"] > 0 and report["failures"] == 0, (h.backend.host, report)
 
 
+# Each a value a user could put in the inventory, with what the refusal must show (the
+# variable and the value's problem). One site.yml run checks them all: each case is a host of
+# its own (an inventory alias of the nginx instance) with the scenario's variables and one bad value.
+NGINX = {"wsgistack_stack": "nginx_uwsgi"}
+APACHE = {"wsgistack_stack": "apache_daemon"}
 PROD = {"django_app_environment_name": "prod"}
-PROD_CERTBOT = PROD | {"wsgistack_tls": "certbot", "certbot_acme_server": "production",
-                       "certbot_email": "ops@mysite.test", "certbot_agree_tos": True}
-PRODUCTION_RULES = [
-    (PROD, "set wsgistack_tls: certbot", "wsgistack_tls"),
-    (PROD_CERTBOT | {"certbot_acme_server": "https://acme-staging-v02.api.letsencrypt.org/directory"},
-     "points at a staging server", "certbot_acme_server"),
-    (PROD_CERTBOT | {"django_app_debug": True}, "django_app_debug must be false", "django_app_debug"),
-    (PROD_CERTBOT | {"django_app_secret_key": "x" * 20}, "at least 50 characters", "django_app_secret_key"),
+CERTBOT = {"wsgistack_tls": "certbot", "certbot_email": "ops@mysite.test", "certbot_agree_tos": True}
+BAD_INPUTS = [
+    ("stack", {"wsgistack_stack": "gunicorn"}, "wsgistack_stack"),
+    ("tls", {"wsgistack_tls": "letsencrypt"}, "wsgistack_tls"),
+    ("prod_self_signed", PROD, "set wsgistack_tls: certbot"),
+    ("prod_staging_ca", PROD | CERTBOT | {"certbot_acme_server": "https://acme-staging-v02.api.letsencrypt.org/directory"},
+     "certbot_acme_server"),
+    ("debug", {"django_app_debug": True}, "django_app_debug must be false"),
+    ("debug_type", {"django_app_debug": "perhaps"}, "django_app_debug"),
+    ("secret_key", {"django_app_secret_key": "short-key"}, "django_app_secret_key"),
+    ("allowed_wildcard", {"django_app_allowed_hosts": ["*"]}, "django_app_allowed_hosts"),
+    ("allowed_space", {"django_app_allowed_hosts": ["mysite.test", "www mysite.test"]}, "django_app_allowed_hosts"),
+    ("allowed_scheme", {"django_app_allowed_hosts": ["https://mysite.test"]}, "django_app_allowed_hosts"),
+    ("allowed_empty", {"django_app_allowed_hosts": []}, "django_app_allowed_hosts must list the site host names"),
+    ("database_password", {"django_app_database": {"engine": "postgresql", "name": "mysite", "user": "mysite"}},
+     "django_app_database"),
+    ("database_engine", {"django_app_database": {"engine": "mysql"}}, "django_app_database"),
+    ("source_path", {"mysite_source_path": "/nonexistent/mysite"}, "django_app_source.path"),
+    ("source_type", {"django_app_source": {"type": "svn", "path": "/tmp"}}, "django_app_source"),
+    ("source_git_repo", {"django_app_source": {"type": "git", "version": "main"}}, "django_app_source"),
+    ("settings_module", {"django_app_settings_module": "mysite/settings"}, '"django_app_settings_module": "mysite/settings"'),
+    ("wsgi_module", {"django_app_wsgi_module": "mysite/wsgi.py"}, '"django_app_wsgi_module": "mysite/wsgi.py"'),
+    ("keep_releases", {"django_app_keep_releases": 0},
+     "django_app_keep_releases must be at least 2 (the live release and the one to go back to; got 0)"),
+    ("keep_releases_type", {"django_app_keep_releases": "many"}, "django_app_keep_releases"),
+    ("backups_keep", {"django_app_backups_keep": 0},
+     "django_app_backups_keep at least 1 (the backup taken before the latest migrations; got 0)"),
+    ("processes", {"django_app_processes": -1}, "django_app_processes 0 (one per core) or more (got -1)"),
+    ("processes_type", {"django_app_processes": "two"}, "django_app_processes"),
+    ("threads", {"django_app_threads": 0}, "django_app_threads 1 or more (got 0)"),
+    ("base_dir_relative", {"django_app_base_dir": "srv"},
+     "django_app_base_dir must be an absolute path without a trailing slash (got 'srv')"),
+    ("base_dir_slash", {"django_app_base_dir": "/srv/"},
+     "django_app_base_dir must be an absolute path without a trailing slash (got '/srv/')"),
+    ("static_url", {"django_app_static_url": "static"},
+     "django_app_media_url must start with '/' (or http(s)://) and end with '/' (got 'static'"),
+    ("media_url", {"django_app_media_url": "/media"},
+     "django_app_media_url must start with '/' (or http(s)://) and end with '/' (got '/static/', '/media')"),
+    ("python_relative", {"django_app_python": "python3"}, "django_app_python an absolute path (got 'python3')"),
+    ("name", {"django_app_name": "My Site"}, "django_app_name must be set to a lower-case identifier"),
+    ("user", {"django_app_user": "Bad User"}, "user 'Bad User'"),
+    ("health_path", {"django_app_health_check_path": "health/"}, "django_app_health_check_path"),
+    ("health_scheme", {"django_app_health_check_scheme": "ftp"}, "django_app_health_check_scheme"),
+    ("nginx_worker_connections", NGINX | {"nginx_uwsgi_worker_connections": 8}, "nginx_uwsgi_worker_connections"),
+    ("nginx_worker_connections_type", NGINX | {"nginx_uwsgi_worker_connections": "lots"}, "nginx_uwsgi_worker_connections"),
+    ("nginx_keepalive_timeout", NGINX | {"nginx_uwsgi_keepalive_timeout": -1}, "(1 or more) are seconds (got -1, 30, 30)"),
+    ("nginx_client_body_timeout", NGINX | {"nginx_uwsgi_client_body_timeout": 0}, "are seconds (got 65, 0, 30)"),
+    ("nginx_access_log_buffer", NGINX | {"nginx_uwsgi_access_log_buffer": "64 k"}, "nginx_uwsgi_access_log_buffer"),
+    ("nginx_access_log_flush", NGINX | {"nginx_uwsgi_access_log_flush": "soon"}, "nginx_uwsgi_access_log_flush"),
+    ("nginx_tls_protocols_old", NGINX | {"nginx_uwsgi_tls_protocols": ["TLSv1"]}, "nginx_uwsgi_tls_protocols"),
+    ("nginx_tls_protocols_empty", NGINX | {"nginx_uwsgi_tls_protocols": []}, "nginx_uwsgi_tls_protocols"),
+    ("nginx_tls_ciphers", NGINX | {"nginx_uwsgi_tls_ciphers": "HIGH; MEDIUM"}, "nginx_uwsgi_tls_ciphers"),
+    ("nginx_web_group", NGINX | {"nginx_uwsgi_web_group": "www data"}, "nginx_uwsgi_web_group"),
+    ("nginx_acme_webroot", NGINX | {"nginx_uwsgi_acme_webroot": "var/www/acme"}, "nginx_uwsgi_acme_webroot"),
+    ("nginx_gzip_type", NGINX | {"nginx_uwsgi_gzip": "maybe"}, "nginx_uwsgi_gzip"),
+    ("nginx_process_manager", NGINX | {"nginx_uwsgi_process_manager": "runit"}, "nginx_uwsgi_process_manager"),
+    ("nginx_uwsgi_install", NGINX | {"nginx_uwsgi_uwsgi_install": "apt"}, "nginx_uwsgi_uwsgi_install"),
+    ("nginx_log_destination", NGINX | {"nginx_uwsgi_log_destination": "journal"}, "nginx_uwsgi_log_destination"),
+    ("nginx_ipv6_type", NGINX | {"nginx_uwsgi_ipv6": "sometimes"}, "nginx_uwsgi_ipv6"),
+    ("site_client_max_body_size", NGINX | {"wsgistack_site_options": {"client_max_body_size": "10 m"}}, "client_max_body_size"),
+    ("site_static_expires", NGINX | {"wsgistack_site_options": {"static_expires": "30 days"}}, "static_expires"),
+    ("site_hsts_max_age", NGINX | {"wsgistack_site_options": {"hsts_max_age": -5}}, "hsts_max_age"),
+    ("site_uwsgi_read_timeout", NGINX | {"wsgistack_site_options": {"uwsgi_read_timeout": 0}}, "uwsgi_read_timeout"),
+    ("site_security_headers_type", NGINX | {"wsgistack_site_options": {"security_headers": "yes please"}}, "security_headers"),
+    ("site_unknown_option", NGINX | {"wsgistack_site_options": {"max_body": "10m"}}, "max_body"),
+    ("site_server_names", NGINX | {"wsgistack_site_options": {"server_names": ["mysite.test;"]}}, "server_names"),
+    ("app_buffer_size", NGINX | {"wsgistack_uwsgi_app_options": {"buffer_size": 100000}}, "buffer_size"),
+    ("app_harakiri", NGINX | {"wsgistack_uwsgi_app_options": {"harakiri": -1}}, "harakiri"),
+    ("app_listen", NGINX | {"wsgistack_uwsgi_app_options": {"listen": 0}}, "listen"),
+    ("app_environment", NGINX | {"wsgistack_uwsgi_app_options": {"environment": {"BAD KEY": "x"}}}, "environment"),
+    ("app_process_manager", NGINX | {"wsgistack_uwsgi_app_options": {"process_manager": "runit"}}, "process_manager"),
+    ("app_socket", NGINX | {"wsgistack_uwsgi_app_options": {"socket": "relative.sock"}}, "socket"),
+    ("app_max_requests_type", NGINX | {"wsgistack_uwsgi_app_options": {"max_requests": "lots"}}, "max_requests"),
+    ("supervisor_logfile_maxbytes", NGINX | {"supervisor_logfile_maxbytes": "50 MB"}, "supervisor_logfile_maxbytes"),
+    ("supervisor_socket_mode", NGINX | {"supervisor_unix_socket_mode": "0777"}, "supervisor_unix_socket_mode"),
+    ("supervisor_inet_password", NGINX | {"supervisor_inet_http_server_enabled": True}, "supervisor_inet_http_server_password"),
+    ("supervisor_inet_port", NGINX | {"supervisor_inet_http_server_port": 70000}, "supervisor_inet_http_server_port"),
+    ("supervisor_loglevel", NGINX | {"supervisor_loglevel": "loud"}, "supervisor_loglevel"),
+    ("apache_threads", APACHE | {"wsgistack_site_options": {"threads": 0}}, "threads"),
+    ("apache_tls_protocol", APACHE | {"apache_modwsgi_tls_protocol": "+SSLv3"}, "apache_modwsgi_tls_protocol"),
+    ("apache_tls_ciphers", APACHE | {"apache_modwsgi_tls_ciphers": "HIGH MEDIUM"}, "apache_modwsgi_tls_ciphers"),
+    ("apache_keepalive_requests", APACHE | {"apache_modwsgi_keepalive_requests": -1}, "apache_modwsgi_keepalive_requests"),
+    ("apache_modules", APACHE | {"apache_modwsgi_modules": ["mod headers"]},
+     'apache_modwsgi_modules and apache_modwsgi_disabled_modules must list module names such as headers (got ["mod headers"'),
+    ("apache_request_timeout", APACHE | {"wsgistack_site_options": {"request_timeout": 0}}, "request_timeout"),
+    ("apache_static_max_age", APACHE | {"wsgistack_site_options": {"static_max_age": -1}}, "static_max_age"),
+    ("apache_mode", APACHE | {"wsgistack_site_options": {"mode": "thread"}}, "mode"),
+    ("apache_socket_prefix", APACHE | {"apache_modwsgi_socket_prefix": "run/wsgi"}, "apache_modwsgi_socket_prefix"),
+    ("certbot_email", CERTBOT | {"certbot_email": ""}, "certbot_email"),
+    ("certbot_tos", CERTBOT | {"certbot_agree_tos": False}, "certbot_agree_tos"),
 ]
 
 
-@pytest.mark.parametrize("case", PRODUCTION_RULES, ids=[c[2] for c in PRODUCTION_RULES])
-def test_production_rule_refuses_before_any_change(case):
-    bad, message, variable = case
-    assert_refused_before_change(
-        molecule_hosts(), bad, message, variable,
-        [f"{ROOT}/current/_config", "/etc/nginx", "/etc/apache2", "/etc/ssl"], state=current,
-    )
+def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_path):
+    """site.yml with the instances and one more host per bad input: every alias fails in the
+    check play with its own message, the instances stop there too (nothing changed on any
+    host: config files, `current`, server pids), and a request loop on each stack sees the
+    same page all the while."""
+    hosts = molecule_hosts()
+    target = next(h for h in hosts if stack(h) == "nginx_uwsgi").backend.host
+    connection = inventory_host_vars(target) | {"ansible_host": target}
+    aliases = {}
+    for case, values, _ in BAD_INPUTS:
+        aliases[f"bad-{case}".replace("_", "-")] = connection | values
+    inventory = tmp_path / "bad_inputs.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {
+        "molecule": {"hosts": dict.fromkeys(aliases)}, "web": {"hosts": dict.fromkeys(aliases)},
+        "nginx_uwsgi": {"hosts": aliases}}}}))
+    paths = [f"{ROOT}/current/_config", f"{ROOT}/shared/wsgi", "/etc/nginx", "/etc/apache2", "/etc/uwsgi", "/etc/supervisor"]
+    state = {h: ([tree_checksums(h, p) for p in paths], current(h), server_pids(h)) for h in hosts}
+    loops = one_host_per_stack(hosts)
+    pages = {h.backend.host: get(h, "/") for h in loops}
+    for h in loops:
+        start_request_loop(h, "mysite.test", port=443, tls=True, batch=10, pause=1.0)
+    try:
+        result = run_playbook("converge.yml", inventories=[str(inventory)])
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in loops}
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "TASK [Prepare the release]" not in text and "TASK [Run PostgreSQL" not in text, text
+    counters, messages = recap(result), failure_messages(result)
+    assert sorted(counters) == sorted([*aliases, *names_of(hosts)]), text
+    assert all(c["changed"] == 0 and c["failed"] == 1 for c in counters.values()), text
+    wrong = {}
+    for case, _, shown in BAD_INPUTS:
+        message = messages.get(f"bad-{case}".replace("_", "-"), "").replace("\'\'", "\'")
+        if shown not in message or "Nothing was changed on any host" in message:
+            wrong[case] = message[-600:]
+    assert not wrong, wrong
+    for h in hosts:
+        assert "Nothing was changed on any host" in messages[h.backend.host], messages[h.backend.host]
+        assert ([tree_checksums(h, p) for p in paths], current(h), server_pids(h)) == state[h]
+    for h in loops:
+        report = reports[h.backend.host]
+        assert report["requests"] > 0 and report["failures"] == 0 and set(report["statuses"]) == {"200"}, report
+        assert set().union(*map(set, report["batches"])) == {pages[h.backend.host][1].rsplit(":", 1)[-1]}, report
