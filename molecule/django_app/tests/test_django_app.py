@@ -292,6 +292,34 @@ def test_same_release_again_changes_nothing(v2_deploy):
     assert_recap(result, changed=0, failed=0)
 
 
+def authenticates(host, username: str, password: str) -> bool:
+    code = (f"from django.contrib.auth import authenticate; "
+            f"print(authenticate(username={username!r}, password={password!r}) is not None)")
+    return manage(host, "shell", "-c", shlex.quote(code)).split()[-1] == "True"
+
+
+def test_rotated_superuser_password_is_set_on_the_next_run(v2_deploy):
+    """The vault's superuser password changes: the next run sets it (and says changed), the
+    old one stops working, the release stays; a run with the same password changes nothing."""
+    hosts = v2_deploy[0]
+    old = INPUTS["django_app_superuser"]
+    rotated = old | {"password": "rotated-" + old["password"][::-1]}
+    live = {h.backend.host: current(h) for h in hosts}
+    try:
+        for run in range(2):
+            result = deploy({"mysite_source_path": release_path("v2"), "django_app_superuser": rotated})
+            assert result.returncode == 0, output(result)
+            assert_recap(result, changed=1 - run, failed=0)
+        for h in hosts:
+            assert authenticates(h, old["username"], rotated["password"])
+            assert not authenticates(h, old["username"], old["password"])
+            assert current(h) == live[h.backend.host]
+    finally:
+        back = deploy({"mysite_source_path": release_path("v2")})
+    assert back.returncode == 0, output(back)
+    assert all(authenticates(h, old["username"], old["password"]) for h in hosts)
+
+
 def test_release_that_cannot_import_never_goes_live(v2_deploy):
     hosts = molecule_hosts()
     before = {h.backend.host: current(h) for h in hosts}
