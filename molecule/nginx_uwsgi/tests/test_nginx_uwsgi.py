@@ -8,6 +8,7 @@ import time
 import pytest
 from wsgistack_testlib import (
     assert_https_site,
+    assert_recap,
     assert_refused_before_change,
     curl,
     header_values,
@@ -402,6 +403,44 @@ def _with(key: str, index: int, **changes) -> dict:
     inputs = scenario_group_vars()
     inputs[key][index].update(changes)
     return {key: inputs[key]}
+
+
+def managed_by(host, app: str) -> dict:
+    """How the app runs now: its systemd unit's state, its supervisor program's status line,
+    how many masters it has, and whether its site answers."""
+    program = host.run(f"supervisorctl status uwsgi-{app}").stdout.strip()
+    return {"unit": host.run(f"systemctl is-active uwsgi-{app}").stdout.strip(),
+            "unit_file": host.file(f"/etc/systemd/system/uwsgi-{app}.service").exists,
+            "program": "absent" if "no such process" in program else program.split()[1],
+            "masters": host.check_output("ps -eo args=").splitlines().count(f"{app} uWSGI master")}
+
+
+def test_apps_move_between_supervisor_and_systemd():
+    """hello moves to systemd and hello2 to supervisor in one converge, then both move back:
+    each time the old manager's program or unit is gone, one master serves each app, and a
+    converge after the move changes nothing."""
+    host = molecule_hosts()[0]
+    hostname = host.backend.get_hostname()
+    inputs = scenario_group_vars()
+    apps = {entry["name"]: entry for entry in inputs["nginx_uwsgi_apps"]}
+    apps["hello"]["process_manager"] = "systemd"
+    apps["hello2"]["process_manager"] = "supervisor"
+    try:
+        moved = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        assert moved.returncode == 0, output(moved)
+        again = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        assert_recap(again, [hostname], changed=0, failed=0)
+        assert wait_for(lambda: all(serving(host, app) for app in APPS), timeout=30)
+        swapped = {app: managed_by(host, app) for app in APPS}
+    finally:
+        back = run_playbook("converge.yml", limit=hostname)
+    assert swapped["hello"] == {"unit": "active", "unit_file": True, "program": "absent", "masters": 1}, swapped
+    assert swapped["hello2"] == {"unit": "inactive", "unit_file": False, "program": "RUNNING", "masters": 1}, swapped
+    assert back.returncode == 0, output(back)
+    assert wait_for(lambda: all(serving(host, app) for app in APPS), timeout=30)
+    restored = {app: managed_by(host, app) for app in APPS}
+    assert restored["hello"] == {"unit": "inactive", "unit_file": False, "program": "RUNNING", "masters": 1}, restored
+    assert restored["hello2"] == {"unit": "active", "unit_file": True, "program": "absent", "masters": 1}, restored
 
 
 BAD_INPUTS = {
