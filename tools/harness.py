@@ -717,7 +717,8 @@ PACKAGE_PLAYBOOK = """---
 
 
 def run_package_test() -> None:
-    """The built tarball installs offline elsewhere and its site playbook converges a container."""
+    """The built tarball installs offline elsewhere; its site playbook checks (--check) and then
+    converges a bare container, and a second run changes nothing."""
     shutil.rmtree(PACKAGE_DIR, ignore_errors=True)
     inventory = PACKAGE_DIR / "inventory"
     (inventory / "group_vars" / "all").mkdir(parents=True)
@@ -739,6 +740,14 @@ def run_package_test() -> None:
     stop_target(PACKAGE_CONTAINER)  # a leftover one may lack the mounts
     start_target(PACKAGE_CONTAINER, volumes=[f"{WHEELHOUSE}:{WHEELHOUSE_IN_CONTAINER}:ro"])
     try:
+        # A check run on the bare host reports what the first run would do, fails nowhere
+        # and changes nothing.
+        seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env, ["--check"])
+        untouched = subprocess.run(["docker", "exec", PACKAGE_CONTAINER, "sh", "-c",
+                                    "! test -e /srv/mysite && ! id mysite && ! dpkg -s nginx"], capture_output=True)
+        if totals.get("changed", 0) == 0 or totals.get("failed", 0) or untouched.returncode != 0:
+            raise HarnessError(f"site.yml --check on the bare host: {totals}, host untouched: {untouched.returncode == 0}")
+        log(f"check run on the bare host: {totals.get('changed')} changes reported, none made, in {seconds:.0f} s")
         seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
         status, body = https_answer(PACKAGE_CONTAINER, "mysite.localhost")
         if status != "200" or "release 1" not in body:
