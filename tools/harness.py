@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 VENV_STAMP = VENV / ".wsgistack-stamp"
 REQUIREMENTS = ROOT / "tools" / "requirements.txt"
+SCANNER_VENV = ROOT / ".cache" / "tls-scanner"
+SCANNER_REQUIREMENTS = ROOT / "tools" / "tls-scanner-requirements.txt"
 IMAGES_DIR = ROOT / "tests" / "images"
 COLLECTION_LINK = ROOT / ".cache" / "collections" / "ansible_collections" / "wsgistack" / "django"
 STATE_DIR = ROOT / ".cache"
@@ -147,7 +149,21 @@ def ensure_venv() -> None:
         log("Installing the pinned toolchain (tools/requirements.txt)")
         run([venv_bin("python"), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)])
         VENV_STAMP.write_text(stamp + "\n")
+    ensure_scanner_venv(python, version)
     ensure_collection_link()
+
+
+def ensure_scanner_venv(python: str, version: tuple) -> None:
+    """sslyze, for the TLS tests, in a virtualenv of its own (its pins differ from the toolchain's)."""
+    stamp_file = SCANNER_VENV / ".wsgistack-stamp"
+    stamp = sha256(SCANNER_REQUIREMENTS.read_bytes(), python, f"{version}")
+    if stamp_file.is_file() and stamp_file.read_text().strip() == stamp and (SCANNER_VENV / "bin" / "sslyze").exists():
+        return
+    shutil.rmtree(SCANNER_VENV, ignore_errors=True)
+    log("Installing the TLS scanner (tools/tls-scanner-requirements.txt) into .cache/tls-scanner")
+    run([python, "-m", "venv", str(SCANNER_VENV)])
+    run([str(SCANNER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(SCANNER_REQUIREMENTS)])
+    stamp_file.write_text(stamp + "\n")
 
 
 def ensure_collection_link() -> None:
@@ -171,6 +187,7 @@ def tool_env() -> dict[str, str]:
     env.setdefault("PY_COLORS", "0")
     # The test containers mount it (.config/molecule/config.yml).
     env["WSGISTACK_WHEELHOUSE"] = str(WHEELHOUSE)
+    env["WSGISTACK_SSLYZE"] = str(SCANNER_VENV / "bin" / "sslyze")
     if _wheelhouse_ready():
         # The scenarios then install with --no-index from it (django_app_pip_no_index).
         env["WSGISTACK_WHEELHOUSE_READY"] = "1"

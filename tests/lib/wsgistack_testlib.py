@@ -129,6 +129,28 @@ def failure_messages(result: subprocess.CompletedProcess) -> dict[str, str]:
     return {host: "\n".join(lines) for host, lines in messages.items()}
 
 
+def tls_compliance_failures(host, name: str, port: int = 443, ca_file: str | None = None) -> list[str]:
+    """The instance's TLS server checked by sslyze from the controller against Mozilla's
+    intermediate configuration, with `name` as SNI: the failed checks ("check: detail"),
+    empty when compliant. `ca_file` adds a trusted root (Pebble's)."""
+    import re
+
+    address = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                              host.backend.host], capture_output=True, text=True, check=True).stdout.split()[0]
+    scanner = os.environ.get("WSGISTACK_SSLYZE") or str(
+        Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "tls-scanner" / "bin" / "sslyze")
+    cmd = [scanner, "--mozilla_config=intermediate", f"{name}:{port}{{{address}}}"]
+    if ca_file:
+        cmd.append(f"--certinfo_ca_file={ca_file}")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    text = result.stdout + result.stderr
+    assert "SCANS COMPLETED" in text and "COMPLIANCE AGAINST TLS CONFIGURATION" in text, text
+    compliance = text.split("COMPLIANCE AGAINST TLS CONFIGURATION", 1)[1]
+    failures = re.findall(r"^\s+\* (\w+: .*)$", compliance, re.M)
+    assert failures or f"{name}:{port}: OK - Compliant" in compliance, text
+    return failures
+
+
 def journal(host, unit: str, lines: int = 60) -> str:
     return host.run(f"journalctl -u {unit} -n {lines} --no-pager").stdout
 
@@ -409,3 +431,15 @@ def stop_request_loop(host, loop: str = "load") -> dict:
             statuses[key] = statuses.get(key, 0) + count
     return {"requests": sum(r["requests"] for r in reports), "failures": sum(r["failures"] for r in reports),
             "statuses": statuses, "batches": [r["pids_before"] for r in reports]}
+
+
+def assert_tls_compliant_with_pebble_root(host, name: str) -> None:
+    """With Pebble's root trusted, sslyze finds the site compliant with Mozilla intermediate
+    (protocols, ciphers, curves, certificate chain and lifetime)."""
+    import tempfile
+
+    pebble_root(host)
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as root:
+        root.write(host.file("/tmp/pebble-root.pem").content_string)
+        root.flush()
+        assert tls_compliance_failures(host, name, ca_file=root.name) == []

@@ -8,6 +8,7 @@ from wsgistack_testlib import (
     assert_recap,
     assert_refused_before_change,
     assert_served_certificate_from_pebble,
+    assert_tls_compliant_with_pebble_root,
     curl,
     leaf_field,
     molecule_host_names,
@@ -27,6 +28,10 @@ CA_ENV = "REQUESTS_CA_BUNDLE=/etc/pebble/cert.pem"
 
 def test_served_certificate_chains_to_pebble_root(host):
     assert_served_certificate_from_pebble(host, "hello.test", ["hello.test", "www.hello.test"])
+
+
+def test_tls_meets_mozilla_intermediate_with_pebble_root_trusted(host):
+    assert_tls_compliant_with_pebble_root(host, "hello.test")
 
 
 def test_stable_paths_point_at_issued_certificate(host):

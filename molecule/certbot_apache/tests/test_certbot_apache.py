@@ -5,6 +5,7 @@ from __future__ import annotations
 from wsgistack_testlib import (
     assert_forced_renewal_served_after_reload,
     assert_served_certificate_from_pebble,
+    assert_tls_compliant_with_pebble_root,
     molecule_host_names,
 )
 
@@ -13,6 +14,10 @@ testinfra_hosts = molecule_host_names()
 
 def test_served_certificate_chains_to_pebble_root(host):
     assert_served_certificate_from_pebble(host, "hello.test", ["hello.test", "www.hello.test"])
+
+
+def test_tls_meets_mozilla_intermediate_with_pebble_root_trusted(host):
+    assert_tls_compliant_with_pebble_root(host, "hello.test")
 
 
 def test_renewal_served_after_graceful_reload(host):

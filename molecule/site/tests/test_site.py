@@ -20,6 +20,7 @@ from wsgistack_testlib import (
     run_playbook,
     start_request_loop,
     stop_request_loop,
+    tls_compliance_failures,
     tree_checksums,
 )
 
@@ -66,6 +67,17 @@ def test_site_answers_over_https_with_its_static_css(host):
     assert ("server: nginx" if stack(host) == "nginx_uwsgi" else "server: apache") in page
     plain = host.run("curl -s -o /dev/null -w '%{http_code}' --resolve mysite.test:80:127.0.0.1 http://mysite.test/")
     assert plain.stdout == "301"
+
+
+def test_tls_meets_mozilla_intermediate_except_the_self_signed_chain(host):
+    """sslyze's intermediate check from the controller: protocols, ciphers, curves and the
+    certificate's lifetime comply; only the self-signed certificate's path cannot validate."""
+    failures = tls_compliance_failures(host, "mysite.test")
+    assert [failure.split(":")[0] for failure in failures] == ["certificate_path_validation"], failures
+    days = host.check_output("openssl x509 -noout -startdate -enddate < $(readlink -f /etc/ssl/*/mysite.crt) |"
+                             " sed 's/.*=//' | xargs -I{} date -d {} +%s | paste -sd' '")
+    start, end = map(int, days.split())
+    assert 360 <= (end - start) / 86400 < 366, days
 
 
 def test_admin_login_page(host):
