@@ -412,7 +412,20 @@ def managed_by(host, app: str) -> dict:
     return {"unit": host.run(f"systemctl is-active uwsgi-{app}").stdout.strip(),
             "unit_file": host.file(f"/etc/systemd/system/uwsgi-{app}.service").exists,
             "program": "absent" if "no such process" in program else program.split()[1],
-            "masters": host.check_output("ps -eo args=").splitlines().count(f"{app} uWSGI master")}
+            "masters": host.check_output("ps -eo args=").splitlines().count(f"{app} uWSGI master"),
+            "serving": serving(host, app)}
+
+
+ON_SYSTEMD = {"unit": "active", "unit_file": True, "program": "absent", "masters": 1, "serving": True}
+ON_SUPERVISOR = {"unit": "inactive", "unit_file": False, "program": "RUNNING", "masters": 1, "serving": True}
+SWAPPED = {"hello": ON_SYSTEMD, "hello2": ON_SUPERVISOR}
+RESTORED = {"hello": ON_SUPERVISOR, "hello2": ON_SYSTEMD}
+
+
+def ready(host, expected: dict) -> dict | None:
+    """Each app's state when it is what `expected` says, else None."""
+    state = {app: managed_by(host, app) for app in APPS}
+    return state if state == expected else None
 
 
 def test_apps_move_between_supervisor_and_systemd():
@@ -430,17 +443,14 @@ def test_apps_move_between_supervisor_and_systemd():
         assert moved.returncode == 0, output(moved)
         again = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
         assert_recap(again, [hostname], changed=0, failed=0)
-        assert wait_for(lambda: all(serving(host, app) for app in APPS), timeout=30)
-        swapped = {app: managed_by(host, app) for app in APPS}
+        # supervisord reports STARTING for startsecs after the start.
+        swapped = wait_for(lambda: ready(host, SWAPPED), timeout=30) or {app: managed_by(host, app) for app in APPS}
     finally:
         back = run_playbook("converge.yml", limit=hostname)
-    assert swapped["hello"] == {"unit": "active", "unit_file": True, "program": "absent", "masters": 1}, swapped
-    assert swapped["hello2"] == {"unit": "inactive", "unit_file": False, "program": "RUNNING", "masters": 1}, swapped
+    assert swapped == SWAPPED, swapped
     assert back.returncode == 0, output(back)
-    assert wait_for(lambda: all(serving(host, app) for app in APPS), timeout=30)
-    restored = {app: managed_by(host, app) for app in APPS}
-    assert restored["hello"] == {"unit": "inactive", "unit_file": False, "program": "RUNNING", "masters": 1}, restored
-    assert restored["hello2"] == {"unit": "active", "unit_file": True, "program": "absent", "masters": 1}, restored
+    restored = wait_for(lambda: ready(host, RESTORED), timeout=30) or {app: managed_by(host, app) for app in APPS}
+    assert restored == RESTORED, restored
 
 
 BAD_INPUTS = {
