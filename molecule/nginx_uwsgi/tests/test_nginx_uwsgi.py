@@ -250,6 +250,55 @@ def worker_connections(host) -> int:
     return int(host.check_output("nginx -T 2>/dev/null | sed -n 's/^ *worker_connections \\([0-9]*\\);/\\1/p' | head -1"))
 
 
+# Day two: more inputs the same converge changes, each with what shows it on the host (in
+# the configuration nginx and uWSGI read, or in a response) and what showed before.
+DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body_timeout": 20,
+                   "nginx_uwsgi_send_timeout": 25, "nginx_uwsgi_gzip": False,
+                   "nginx_uwsgi_tls_curves": "X25519:secp384r1",
+                   "nginx_uwsgi_http_extra_config": "map_hash_bucket_size 128;"}
+DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "uwsgi_read_timeout": 30}
+DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384}
+DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
+    "nginx_uwsgi_keepalive_timeout": ("nginx", "keepalive_timeout 65;", "keepalive_timeout 30;"),
+    "nginx_uwsgi_client_body_timeout": ("nginx", "client_body_timeout 30;", "client_body_timeout 20;"),
+    "nginx_uwsgi_send_timeout": ("nginx", "\n    send_timeout 30;", "\n    send_timeout 25;"),
+    "nginx_uwsgi_gzip": ("nginx", "gzip on;", "gzip: none"),
+    "nginx_uwsgi_tls_curves": ("nginx", "ssl_ecdh_curve X25519:prime256v1:secp384r1;", "ssl_ecdh_curve X25519:secp384r1;"),
+    "nginx_uwsgi_http_extra_config": ("nginx", "extra: none", "map_hash_bucket_size 128;"),
+    "client_max_body_size": ("site", "client_max_body_size 10m;", "client_max_body_size 2m;"),
+    "static_expires": ("static", "cache-control: max-age=2592000", "cache-control: max-age=604800"),
+    "hsts_max_age": ("page", "strict-transport-security: max-age=63072000; includesubdomains",
+                     "strict-transport-security: max-age=600; includesubdomains"),
+    "uwsgi_read_timeout": ("site", "uwsgi_read_timeout 60s;", "uwsgi_read_timeout 30s;"),
+    "harakiri": ("ini", "harakiri = 60", "harakiri = 30"),
+    "max_requests": ("ini", "max-requests: none", "max-requests = 500"),
+    "buffer_size": ("ini", "buffer-size = 32768", "buffer-size = 16384"),
+}
+
+
+def rendered(host) -> dict[str, str]:
+    """Where each day-two input shows: the nginx.conf nginx reads (nginx -T), hello's site and
+    uWSGI files, and the headers of hello's page and of one of its static files."""
+    nginx = host.check_output("nginx -T 2>/dev/null").split("# configuration file ")
+    main = next(part for part in nginx if part.startswith("/etc/nginx/nginx.conf:"))
+    ini = host.file("/etc/uwsgi/apps/hello.ini").content_string
+    return {"nginx": "\n".join([main, "" if "gzip on;" in main else "gzip: none",
+                                "" if "map_hash_bucket_size" in main else "extra: none"]),
+            "site": host.file("/etc/nginx/sites-available/hello.conf").content_string,
+            "ini": ini + ("" if "max-requests" in ini else "\nmax-requests: none"),
+            "page": headers_of(host, f"{HTTPS}/"), "static": headers_of(host, f"{HTTPS}/static/site.css")}
+
+
+def test_every_day_two_input_shows_and_goes_back(day_two):
+    """Each input of DAY_TWO_SHOWN, changed on the converged host: the new value is what nginx,
+    uWSGI or the response shows; the restore shows the old one again."""
+    before, after, back = (day_two[key]["rendered"] for key in ("nginx", "nginx_after", "nginx_back"))
+    wrong = {name: (where, old, new) for name, (where, old, new) in DAY_TWO_SHOWN.items()
+             if not (old in before[where] and new not in before[where] and new in after[where]
+                     and old not in after[where] and old in back[where] and new not in back[where])}
+    assert not wrong, wrong
+
+
 @pytest.fixture(scope="module")
 def day_two():
     """One converge that changes every kind of input at once, then one that restores the
@@ -271,13 +320,16 @@ def day_two():
         before[app] = app_state(host, app)
     nginx = {"master": nginx_master(host), "workers": nginx_workers(host),
              "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc,
-             "worker_connections": worker_connections(host)}
+             "worker_connections": worker_connections(host), "rendered": rendered(host)}
     inputs = scenario_group_vars()
     apps = {entry["name"]: entry for entry in inputs["nginx_uwsgi_apps"]}
     apps["hello"].update(environment={}, processes=3)
     apps["hello2"].update(environment={"APP_GREETING": "reloaded 100%"}, processes=3)
     inputs["nginx_uwsgi_sites"][1]["server_names"].append(NEW_NAME)
     inputs["nginx_uwsgi_worker_connections"] = 768
+    inputs.update(DAY_TWO_GLOBALS)
+    inputs["nginx_uwsgi_sites"][0].update(DAY_TWO_SITE)
+    apps["hello"].update(DAY_TWO_APP)
     expected = {"hello": "app:/::", "hello2": "app:/:reloaded 100%:"}
     start_request_loop(host, "hello.test", port=443, tls=True, loop="hello")
     start_request_loop(host, "hello2.test", loop="hello2")
@@ -294,7 +346,7 @@ def day_two():
         nginx_after = {"master": nginx_master(host), "workers": nginx_workers(host),
                        "new_name_status": status_of(host, NEW_NAME_ARGS),
                        "new_name_body": curl(host, f"-H 'Host: {NEW_NAME}' http://127.0.0.1/ping"),
-                       "worker_connections": worker_connections(host)}
+                       "worker_connections": worker_connections(host), "rendered": rendered(host)}
     finally:
         for app in APPS:
             reports[app] = stop_request_loop(host, loop=app)
@@ -308,7 +360,7 @@ def day_two():
         back[app] = app_state(host, app)
     wait_for(lambda: host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc == 52, timeout=10)
     nginx_back = {"master": nginx_master(host), "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc,
-                  "worker_connections": worker_connections(host)}
+                  "worker_connections": worker_connections(host), "rendered": rendered(host)}
     return {"before": before, "after": after, "back": back, "reports": reports, "changed": changed,
             "restored": restored, "nginx": nginx, "nginx_after": nginx_after, "nginx_back": nginx_back}
 
