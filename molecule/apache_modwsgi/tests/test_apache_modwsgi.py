@@ -133,17 +133,45 @@ def test_touching_wsgi_script_restarts_daemon_without_failures(host):
     assert after and not after & before, (before, after)
 
 
+# Day two: server-wide and site inputs the same converge changes, each with where it shows,
+# what shows before and after the restore, and what shows while it is changed.
+DAY_TWO_GLOBALS = {"apache_modwsgi_keepalive_requests": 500, "apache_modwsgi_tls_curves": "X25519:secp384r1",
+                   "apache_modwsgi_buffered_logs": False, "apache_modwsgi_extra_config": "LimitRequestFieldSize 16380"}
+DAY_TWO_SITE = {"hsts_max_age": 600, "static_max_age": 604800}
+DAY_TWO_SHOWN = {
+    "apache_modwsgi_keepalive_requests": ("conf", "MaxKeepAliveRequests 1000", "MaxKeepAliveRequests 500"),
+    "apache_modwsgi_tls_curves": ("conf", "Curves X25519:prime256v1:secp384r1", "Curves X25519:secp384r1\n"),
+    "apache_modwsgi_buffered_logs": ("conf", "BufferedLogs On", "buffered logs: none"),
+    "apache_modwsgi_extra_config": ("conf", "extra: none", "LimitRequestFieldSize 16380"),
+    "hsts_max_age": ("page", "strict-transport-security: max-age=63072000; includesubdomains",
+                     "strict-transport-security: max-age=600; includesubdomains"),
+    "static_max_age": ("static", "cache-control: public, max-age=2592000", "cache-control: public, max-age=604800"),
+}
+
+
+def rendered(host) -> dict[str, str]:
+    """Where each day-two input shows: the server-wide files Apache reads, and the headers of
+    the site's page and of one of its static files."""
+    conf = host.check_output("cat /etc/apache2/conf-enabled/hardening.conf /etc/apache2/conf-enabled/tls.conf")
+    return {"conf": "\n".join([conf, "" if "BufferedLogs On" in conf else "buffered logs: none",
+                               "" if "LimitRequestFieldSize" in conf else "extra: none"]),
+            "page": headers_of(host, f"{HTTPS}/"), "static": headers_of(host, f"{HTTPS}/static/site.css")}
+
+
 def test_site_change_reloads_apache_without_restart(host):
-    """A converge that changes a virtual host applies it with a graceful reload: Apache's main
-    process stays."""
+    """A converge that changes a virtual host (a new alias) and the day-two inputs applies them
+    with a graceful reload: Apache's main process stays, each change shows, and the restore
+    brings the old values back."""
     hostname = host.backend.get_hostname()
     alias = "reload.hello.test"
     args = f"-H 'Host: {alias}' http://127.0.0.1/x"
     main = apache_main_pid(host)
     # Not a name of the site yet: the catch-all virtual host refuses it.
     assert status_of(host, args) == "403"
-    inputs = scenario_group_vars()
+    before = rendered(host)
+    inputs = scenario_group_vars() | DAY_TWO_GLOBALS
     inputs["apache_modwsgi_sites"][0]["server_aliases"].append(alias)
+    inputs["apache_modwsgi_sites"][0].update(DAY_TWO_SITE)
     try:
         result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
         assert result.returncode == 0, output(result)
@@ -151,12 +179,18 @@ def test_site_change_reloads_apache_without_restart(host):
         # The alias now belongs to the site, which sends it to its canonical name over HTTPS.
         assert wait_for(lambda: curl(host, redirect) == "301 https://hello.test/x", timeout=15), curl(host, redirect)
         assert apache_main_pid(host) == main, "Apache was restarted instead of reloaded"
+        after = rendered(host)
     finally:
         restored = run_playbook("converge.yml", limit=hostname)
     assert restored.returncode == 0, output(restored)
     assert wait_for(lambda: status_of(host, args) == "403", timeout=15)
     assert apache_main_pid(host) == main
     assert wait_for(lambda: serving(host), timeout=30), journal(host, "apache2")
+    back = rendered(host)
+    wrong = {name: (where, old, new) for name, (where, old, new) in DAY_TWO_SHOWN.items()
+             if not (old in before[where] and new not in before[where] and new in after[where]
+                     and old not in after[where] and old in back[where] and new not in back[where])}
+    assert not wrong, (wrong, before, after)
 
 
 def test_killed_apache_is_serving_again_within_10_seconds(host):
