@@ -587,7 +587,7 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
         start_request_loop(h, "mysite.test", path=HEALTH, port=443, tls=True, batch=20, pause=0.5)
     try:
         changed = {"django_app_environment_name": "qa", "django_app_secret_environment": {"MYSITE_API_TOKEN": NEW_TOKEN},
-                   "django_app_allowed_hosts": [*INPUTS["django_app_allowed_hosts"], "www.mysite.test"],
+                   "django_app_allowed_hosts": [*INPUTS["django_app_allowed_hosts"], "qa.mysite.test"],
                    "django_app_log_level": "INFO"}
         result = deploy(inputs | changed, verbose=True)
         assert NEW_TOKEN not in output(result)
