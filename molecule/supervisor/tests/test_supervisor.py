@@ -169,6 +169,43 @@ def test_changing_one_program_restarts_only_it(host):
 
 
 
+DAY_TWO = {"supervisor_loglevel": "debug", "supervisor_logfile_maxbytes": "10MB", "supervisor_logfile_backups": 3,
+           "supervisor_unix_socket_mode": "0770", "supervisor_unix_socket_group": "adm",
+           "supervisor_extra_config": "minfds=4096"}
+
+
+def daemon_settings(host) -> dict:
+    """What supervisord runs with: its configuration's values, its control socket, its pid."""
+    conf = host.file("/etc/supervisor/supervisord.conf").content_string
+    sock = host.file("/run/supervisor.sock")
+    return {"conf": {key: value for key, value in (line.split("=", 1) for line in conf.splitlines() if "=" in line)
+                     if key in ("loglevel", "logfile_maxbytes", "logfile_backups", "chmod", "chown", "minfds")},
+            "socket": (oct(sock.mode), sock.group), "pid": host.check_output("supervisorctl pid")}
+
+
+def test_daemon_settings_change_and_go_back(host):
+    """Log level and rotation, the control socket's mode and group, and extra configuration
+    change after the first converge: supervisord restarts with them, the socket answers with
+    the new mode and group, every program runs again; the restore brings the old ones back."""
+    hostname = host.backend.get_hostname()
+    before = daemon_settings(host)
+    try:
+        result = run_playbook("converge.yml", extra_vars=scenario_group_vars() | DAY_TWO, limit=hostname)
+        assert result.returncode == 0, output(result)
+        after = daemon_settings(host)
+        running = {name: assert_running(host, name) for name in PROGRAMS}
+    finally:
+        restored = run_playbook("converge.yml", limit=hostname)
+    assert restored.returncode == 0, output(restored)
+    back = daemon_settings(host)
+    assert after["conf"] == {"chmod": "0770", "chown": "root:adm", "logfile_maxbytes": "10MB", "logfile_backups": "3",
+                             "loglevel": "debug", "minfds": "4096"}, after
+    assert after["socket"] == ("0o770", "adm") and after["pid"] != before["pid"], (before, after)
+    assert len(set(running.values())) == len(PROGRAMS), running
+    assert (back["conf"], back["socket"]) == (before["conf"], before["socket"]), (before, back)
+    assert {name: assert_running(host, name) for name in PROGRAMS}.keys() == running.keys()
+
+
 def test_stopped_and_given_up_programs_are_started_by_the_next_converge(host):
     """A program stopped by hand and one supervisord gave up on (FATAL after its start
     retries) are RUNNING again after a converge whose inputs did not change: only they start."""
