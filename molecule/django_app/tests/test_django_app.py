@@ -53,9 +53,13 @@ def current(host) -> str:
 DEPLOY = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playbooks", "deploy.yml")
 
 
+# What the scenario's converge set up, as site.yml's inventory would say it.
+STACK = {"wsgistack_stack": "nginx_uwsgi", "wsgistack_tls": "self_signed"}
+
+
 def deploy(extra_vars: dict, verbose: bool = False):
     """playbooks/deploy.yml, as users deploy a new release of mysite (no web server work)."""
-    return run_playbook(DEPLOY, extra_vars={"wsgistack_stack": "nginx_uwsgi"} | extra_vars, verbose=verbose)
+    return run_playbook(DEPLOY, extra_vars=STACK | extra_vars, verbose=verbose)
 
 
 def code_id(release: str) -> str:
@@ -539,7 +543,7 @@ HEALTH = "/-/wsgistack-health"
 
 
 def rollback(release: str | None = None):
-    extra = {"wsgistack_stack": "nginx_uwsgi"} | ({"release": release} if release is not None else {})
+    extra = STACK | ({"release": release} if release is not None else {})
     return run_playbook(ROLLBACK, extra_vars=extra)
 
 
@@ -675,7 +679,7 @@ def test_restore_db_puts_a_backup_back_with_the_release_it_belongs_to():
     try:
         # One host here: the name is its backup's.
         backup = chosen[hosts[0].backend.host][0]
-        result = run_playbook(RESTORE_DB, extra_vars={"wsgistack_stack": "nginx_uwsgi", "backup": backup})
+        result = run_playbook(RESTORE_DB, extra_vars=STACK | {"backup": backup})
     finally:
         reports = {h.backend.host: stop_request_loop(h) for h in hosts}
     assert result.returncode == 0, output(result)
@@ -690,7 +694,7 @@ def test_restore_db_puts_a_backup_back_with_the_release_it_belongs_to():
         before_restore = h.check_output(f"ls -t {BACKUPS}/*-before-restore.sqlite3 | head -1")
         assert (h.file(before_restore).user, h.file(before_restore).mode) == ("root", 0o600)
         assert "kept across releases" not in backup_contents(h, before_restore)[1]
-    result = run_playbook(RESTORE_DB, extra_vars={"wsgistack_stack": "nginx_uwsgi", "backup": "../data/db.sqlite3"})
+    result = run_playbook(RESTORE_DB, extra_vars=STACK | {"backup": "../data/db.sqlite3"})
     text = output(result)
     assert result.returncode != 0, text
     assert "django_app_restore_backup (-e backup=...) must name a backup file" in text, text
