@@ -129,6 +129,14 @@ def failure_messages(result: subprocess.CompletedProcess) -> dict[str, str]:
     return {host: "\n".join(lines) for host, lines in messages.items()}
 
 
+def day_two_not_shown(shown: dict, before: dict, after: dict, back: dict) -> dict:
+    """The inputs of `shown` ({input: (where, old text, new text)}) whose change did not show:
+    `old` is not in `before[where]` and `back[where]` alone, or `new` is not in `after[where]` alone."""
+    return {name: (where, old, new) for name, (where, old, new) in shown.items()
+            if not (old in before[where] and new not in before[where] and new in after[where]
+                    and old not in after[where] and old in back[where] and new not in back[where])}
+
+
 def tls_compliance_failures(host, name: str, port: int = 443, ca_file: str | None = None) -> list[str]:
     """The instance's TLS server checked by sslyze from the controller against Mozilla's
     intermediate configuration, with `name` as SNI: the failed checks ("check: detail"),

@@ -13,6 +13,7 @@ from wsgistack_testlib import (
     assert_https_site,
     assert_refused_before_change,
     curl,
+    day_two_not_shown,
     header_values,
     headers_of,
     journal,
@@ -187,9 +188,7 @@ def test_site_change_reloads_apache_without_restart(host):
     assert apache_main_pid(host) == main
     assert wait_for(lambda: serving(host), timeout=30), journal(host, "apache2")
     back = rendered(host)
-    wrong = {name: (where, old, new) for name, (where, old, new) in DAY_TWO_SHOWN.items()
-             if not (old in before[where] and new not in before[where] and new in after[where]
-                     and old not in after[where] and old in back[where] and new not in back[where])}
+    wrong = day_two_not_shown(DAY_TWO_SHOWN, before, after, back)
     assert not wrong, (wrong, before, after)
 
 

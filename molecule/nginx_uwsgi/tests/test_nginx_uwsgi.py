@@ -11,6 +11,7 @@ from wsgistack_testlib import (
     assert_recap,
     assert_refused_before_change,
     curl,
+    day_two_not_shown,
     header_values,
     headers_of,
     journal,
@@ -293,9 +294,7 @@ def test_every_day_two_input_shows_and_goes_back(day_two):
     """Each input of DAY_TWO_SHOWN, changed on the converged host: the new value is what nginx,
     uWSGI or the response shows; the restore shows the old one again."""
     before, after, back = (day_two[key]["rendered"] for key in ("nginx", "nginx_after", "nginx_back"))
-    wrong = {name: (where, old, new) for name, (where, old, new) in DAY_TWO_SHOWN.items()
-             if not (old in before[where] and new not in before[where] and new in after[where]
-                     and old not in after[where] and old in back[where] and new not in back[where])}
+    wrong = day_two_not_shown(DAY_TWO_SHOWN, before, after, back)
     assert not wrong, wrong
 
 
