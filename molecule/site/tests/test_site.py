@@ -22,6 +22,7 @@ from wsgistack_testlib import (
     stop_request_loop,
     tls_compliance_failures,
     tree_checksums,
+    wait_for,
 )
 
 testinfra_hosts = molecule_host_names()
@@ -96,6 +97,77 @@ def test_app_runs_where_the_stack_puts_it(host):
         # Embedded: the app runs inside Apache's children, as www-data, which owns its data.
         assert host.check_output("ps -eo args | grep -c '[(]wsgi:' || true").strip() == "0"
         assert host.file(f"{ROOT}/shared/data/db.sqlite3").user == "www-data"
+
+
+# Day two on every stack and both Debian releases: inputs of the site, the app server and the
+# web server changed in one site.yml run on all hosts, then the scenario's run puts them back.
+DAY_TWO = {"wsgistack_site_options": {"hsts_max_age": 600}, "django_app_processes": 3,
+           "nginx_uwsgi_keepalive_timeout": 30, "apache_modwsgi_keepalive_requests": 500}
+DAY_TWO_SHOWN = {  # stack: (shown before and after the restore, shown while changed)
+    "nginx_uwsgi": ({"hsts": ["max-age=63072000; includesubdomains"], "server": ["keepalive_timeout 65;"],
+                     "app": ["processes = 2"], "workers": 2},
+                    {"hsts": ["max-age=600; includesubdomains"], "server": ["keepalive_timeout 30;"],
+                     "app": ["processes = 3"], "workers": 3}),
+    "apache_daemon": ({"hsts": ["max-age=63072000; includesubdomains"], "server": ["MaxKeepAliveRequests 1000"],
+                       "app": ["processes=2"], "workers": 2},
+                      {"hsts": ["max-age=600; includesubdomains"], "server": ["MaxKeepAliveRequests 500"],
+                       "app": ["processes=3"], "workers": 3}),
+    # Embedded: the app lives in Apache's own children, so the process count has nothing to change.
+    "apache_embedded": ({"hsts": ["max-age=63072000; includesubdomains"], "server": ["MaxKeepAliveRequests 1000"],
+                         "app": [], "workers": 0},
+                        {"hsts": ["max-age=600; includesubdomains"], "server": ["MaxKeepAliveRequests 500"],
+                         "app": [], "workers": 0}),
+}
+
+
+def day_two_shown(host) -> dict:
+    """Where DAY_TWO shows on a host: the page's HSTS header, the web server's configuration,
+    the app server's configuration and its running worker processes."""
+    hsts = re.findall(r"^strict-transport-security: (.*?)\r?$", headers(host, "/"), re.M)
+    if stack(host) == "nginx_uwsgi":
+        server = re.findall(r"^ *(keepalive_timeout \d+;)", host.check_output("nginx -T 2>/dev/null"), re.M)
+        app = re.findall(r"^processes = \d+", host.file("/etc/uwsgi/apps/mysite.ini").content_string, re.M)
+        # The master and its workers (the site's only uWSGI app).
+        workers = int(host.check_output("ps -o pid= -C uwsgi-core | wc -l")) - 1
+    else:
+        server = re.findall(r"MaxKeepAliveRequests \d+", host.file("/etc/apache2/conf-enabled/hardening.conf").content_string)
+        app = re.findall(r"processes=\d+", host.file("/etc/apache2/sites-available/mysite.conf").content_string)
+        workers = int(host.check_output("ps -eo args | grep -c '[(]wsgi:mysite' || true"))
+    return {"hsts": hsts, "server": server, "app": app, "workers": workers}
+
+
+def test_day_two_inputs_change_on_every_stack_and_go_back():
+    """DAY_TWO in one site.yml run on every host (each stack on Debian 12 and 13): each change
+    shows on the host; the scenario's run puts every value back; a request loop on each host
+    sees only the page it saw before, all the while."""
+    hosts = molecule_hosts()
+    for h in hosts:
+        assert day_two_shown(h) == DAY_TWO_SHOWN[stack(h)][0], (h.backend.host, day_two_shown(h))
+        start_request_loop(h, "mysite.test", port=443, tls=True, batch=10, pause=1.0)
+    before = {h.backend.host: (current(h), get(h, "/")) for h in hosts}
+    after, back = {}, {}
+    try:
+        changed = run_playbook("converge.yml", extra_vars=DAY_TWO)
+        assert changed.returncode == 0, output(changed)
+        for h in hosts:
+            wanted = DAY_TWO_SHOWN[stack(h)][1]
+            wait_for(lambda h=h, w=wanted: day_two_shown(h) == w, timeout=30)
+            after[h.backend.host] = day_two_shown(h)
+        restored = run_playbook("converge.yml")
+        assert restored.returncode == 0, output(restored)
+        for h in hosts:
+            wanted = DAY_TWO_SHOWN[stack(h)][0]
+            wait_for(lambda h=h, w=wanted: day_two_shown(h) == w, timeout=30)
+            back[h.backend.host] = day_two_shown(h)
+    finally:
+        reports = {h.backend.host: stop_request_loop(h) for h in hosts}
+    for h in hosts:
+        name, (old, new) = h.backend.host, DAY_TWO_SHOWN[stack(h)]
+        assert (after[name], back[name]) == (new, old), name
+        # Nothing of the release changed: the same release, the same page.
+        assert (current(h), get(h, "/")) == before[name]
+        report = reports[name]
+        assert report["requests"] > 0 and report["failures"] == 0 and set(report["statuses"]) == {"200"}, (name, report)
 
 
 @pytest.fixture(scope="module")
@@ -330,12 +402,35 @@ BAD_INPUTS = [
     ("apache_socket_prefix", APACHE | {"apache_modwsgi_socket_prefix": "run/wsgi"}, "apache_modwsgi_socket_prefix"),
     ("certbot_email", CERTBOT | {"certbot_email": ""}, "certbot_email"),
     ("certbot_tos", CERTBOT | {"certbot_agree_tos": False}, "certbot_agree_tos"),
+    ("apache_tls_protocol_all", APACHE | {"apache_modwsgi_tls_protocol": "all -SSLv3"},
+     "which enables TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"),
+    ("secret_environment_password", {"django_app_secret_environment": {"API_TOKEN": "password"}},
+     "django_app_secret_environment.API_TOKEN still holds"),
+    ("supervisor_inet_placeholder", NGINX | {"supervisor_inet_http_server_enabled": True,
+                                             "supervisor_inet_http_server_username": "admin",
+                                             "supervisor_inet_http_server_password": "changeme"},
+     'not a placeholder such as "changeme"'),
+]
+# Unusual but valid values, checked in the same run: each passes its own checks (and stops
+# only because the others failed).
+GOOD_INPUTS = [
+    ("access_log_unbuffered", NGINX | {"nginx_uwsgi_access_log_buffer": ""}),
+    ("static_expires_modified", NGINX | {"wsgistack_site_options": {"static_expires": "modified +1d"}}),
+    ("static_expires_time_of_day", NGINX | {"wsgistack_site_options": {"static_expires": "@15h30m"}}),
+    ("web_group_with_dot", NGINX | {"nginx_uwsgi_web_group": "web.data"}),
+    ("app_socket_ipv6", NGINX | {"wsgistack_uwsgi_app_options": {"socket": "[::1]:3031"}}),
+    ("cdn_static_url", NGINX | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
+    ("supervisor_size_lower_case", NGINX | {"supervisor_logfile_maxbytes": "50mb"}),
+    ("apache_tls_protocol_one_word", APACHE | {"apache_modwsgi_tls_protocol": "TLSv1.3"}),
+    ("apache_tls_protocol_lower_case", APACHE | {"apache_modwsgi_tls_protocol": "-ALL +tlsv1.2 +tlsv1.3"}),
+    ("apache_allowed_ipv6", APACHE | {"django_app_allowed_hosts": ["mysite.test", "[::1]"]}),
+    ("apache_cdn_static_url", APACHE | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
 ]
 
 
 def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_path):
     """site.yml with the instances and one more host per bad input: every alias fails in the
-    check play with its own message, the instances stop there too (nothing changed on any
+    check play with its own message (and the aliases with valid values pass their own checks), the instances stop there too (nothing changed on any
     host: config files, `current`, server pids), and a request loop on each stack sees the
     same page all the while."""
     hosts = molecule_hosts()
@@ -344,6 +439,8 @@ def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_p
     aliases = {}
     for case, values, _ in BAD_INPUTS:
         aliases[f"bad-{case}".replace("_", "-")] = connection | values
+    for case, values in GOOD_INPUTS:
+        aliases[f"good-{case}".replace("_", "-")] = connection | values
     inventory = tmp_path / "bad_inputs.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {
         "molecule": {"hosts": dict.fromkeys(aliases)}, "web": {"hosts": dict.fromkeys(aliases)},
@@ -368,6 +465,12 @@ def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_p
     for case, _, shown in BAD_INPUTS:
         message = messages.get(f"bad-{case}".replace("_", "-"), "").replace("\'\'", "\'")
         if shown not in message or "Nothing was changed on any host" in message:
+            wrong[case] = message[-600:]
+    assert not wrong, wrong
+    for case, _ in GOOD_INPUTS:
+        message = messages.get(f"good-{case}".replace("_", "-"), "")
+        # Its only failure: the stop for the others.
+        if message.count("fatal: [") != 1 or "Nothing was changed on any host" not in message:
             wrong[case] = message[-600:]
     assert not wrong, wrong
     for h in hosts:

@@ -1,0 +1,33 @@
+"""The collection's filters, as roles call them."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("apache_filters", ROOT / "plugins" / "filter" / "apache.py")
+apache = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(apache)
+
+
+@pytest.mark.parametrize(("value", "enabled"), [
+    ("-all +TLSv1.2 +TLSv1.3", ["TLSv1.2", "TLSv1.3"]),
+    ("-ALL +tlsv1.3", ["TLSv1.3"]),
+    ("TLSv1.2", ["TLSv1.2"]),
+    ("all -SSLv3", ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]),
+    ("all -TLSv1 -TLSv1.1", ["TLSv1.2", "TLSv1.3"]),
+    # A bare name replaces what came before it, as mod_ssl reads it.
+    ("+TLSv1.2 TLSv1.3", ["TLSv1.3"]),
+    ("-all", []),
+    ("", []),
+])
+def test_ssl_protocols_reads_sslprotocol_as_mod_ssl_does(value, enabled):
+    assert apache.ssl_protocols(value) == enabled
+
+
+@pytest.mark.parametrize("value", ["+TLSv1.4", "all,-SSLv3", "TLS1.2", "+ -all"])
+def test_ssl_protocols_unknown_word_is_none(value):
+    assert apache.ssl_protocols(value) is None
