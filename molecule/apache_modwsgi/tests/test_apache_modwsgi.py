@@ -136,13 +136,17 @@ def test_touching_wsgi_script_restarts_daemon_without_failures(host):
 
 # Day two: server-wide and site inputs the same converge changes, each with where it shows,
 # what shows before and after the restore, and what shows while it is changed.
+CIPHERS = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 DAY_TWO_GLOBALS = {"apache_modwsgi_keepalive_requests": 500, "apache_modwsgi_tls_curves": "X25519:secp384r1",
-                   "apache_modwsgi_buffered_logs": False, "apache_modwsgi_extra_config": "LimitRequestFieldSize 16380"}
+                   "apache_modwsgi_buffered_logs": False, "apache_modwsgi_extra_config": "LimitRequestFieldSize 16380",
+                   "apache_modwsgi_tls_protocol": "-all +TLSv1.3", "apache_modwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"hsts_max_age": 600, "static_max_age": 604800}
 DAY_TWO_SHOWN = {
     "apache_modwsgi_keepalive_requests": ("conf", "MaxKeepAliveRequests 1000", "MaxKeepAliveRequests 500"),
     "apache_modwsgi_tls_curves": ("conf", "Curves X25519:prime256v1:secp384r1", "Curves X25519:secp384r1\n"),
     "apache_modwsgi_buffered_logs": ("conf", "BufferedLogs On", "buffered logs: none"),
+    "apache_modwsgi_tls_protocol": ("conf", "SSLProtocol -all +TLSv1.2 +TLSv1.3\n", "SSLProtocol -all +TLSv1.3\n"),
+    "apache_modwsgi_tls_ciphers": ("conf", "SSLCipherSuite ECDHE-ECDSA-AES128-GCM-SHA256:", f"SSLCipherSuite {CIPHERS}\n"),
     "apache_modwsgi_extra_config": ("conf", "extra: none", "LimitRequestFieldSize 16380"),
     "hsts_max_age": ("page", "strict-transport-security: max-age=63072000; includesubdomains",
                      "strict-transport-security: max-age=600; includesubdomains"),

@@ -253,10 +253,13 @@ def worker_connections(host) -> int:
 
 # Day two: more inputs the same converge changes, each with what shows it on the host (in
 # the configuration nginx and uWSGI read, or in a response) and what showed before.
+CIPHERS = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body_timeout": 20,
                    "nginx_uwsgi_send_timeout": 25, "nginx_uwsgi_gzip": False,
                    "nginx_uwsgi_tls_curves": "X25519:secp384r1",
-                   "nginx_uwsgi_http_extra_config": "map_hash_bucket_size 128;"}
+                   "nginx_uwsgi_http_extra_config": "map_hash_bucket_size 128;",
+                   "nginx_uwsgi_access_log_buffer": "32k", "nginx_uwsgi_access_log_flush": "10s",
+                   "nginx_uwsgi_tls_protocols": ["TLSv1.3"], "nginx_uwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "uwsgi_read_timeout": 30}
 DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384}
 DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
@@ -266,6 +269,10 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "nginx_uwsgi_gzip": ("nginx", "gzip on;", "gzip: none"),
     "nginx_uwsgi_tls_curves": ("nginx", "ssl_ecdh_curve X25519:prime256v1:secp384r1;", "ssl_ecdh_curve X25519:secp384r1;"),
     "nginx_uwsgi_http_extra_config": ("nginx", "extra: none", "map_hash_bucket_size 128;"),
+    "nginx_uwsgi_access_log_buffer": ("site", " buffer=64k ", " buffer=32k "),
+    "nginx_uwsgi_access_log_flush": ("site", " flush=5s;", " flush=10s;"),
+    "nginx_uwsgi_tls_protocols": ("nginx", "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1.3;"),
+    "nginx_uwsgi_tls_ciphers": ("nginx", "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:", f"ssl_ciphers {CIPHERS};"),
     "client_max_body_size": ("site", "client_max_body_size 10m;", "client_max_body_size 2m;"),
     "static_expires": ("static", "cache-control: max-age=2592000", "cache-control: max-age=604800"),
     "hsts_max_age": ("page", "strict-transport-security: max-age=63072000; includesubdomains",

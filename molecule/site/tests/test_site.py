@@ -430,9 +430,9 @@ GOOD_INPUTS = [
 
 def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_path):
     """site.yml with the instances and one more host per bad input: every alias fails in the
-    check play with its own message (and the aliases with valid values pass their own checks), the instances stop there too (nothing changed on any
-    host: config files, `current`, server pids), and a request loop on each stack sees the
-    same page all the while."""
+    check play with its own message (the aliases with valid values pass their own checks), the
+    instances stop there too (nothing changed on any host: config files, `current`, server
+    pids), and a request loop on each stack sees the same page all the while."""
     hosts = molecule_hosts()
     target = next(h for h in hosts if stack(h) == "nginx_uwsgi").backend.host
     connection = inventory_host_vars(target) | {"ansible_host": target}
