@@ -137,10 +137,26 @@ def test_touching_wsgi_script_restarts_daemon_without_failures(host):
 # Day two: server-wide and site inputs the same converge changes, each with where it shows,
 # what shows before and after the restore, and what shows while it is changed.
 CIPHERS = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+# The daemon timeouts' defaults (the argument spec's).
+DEFAULTS = {"queue_timeout": 45, "socket_timeout": 60, "connect_timeout": 15, "request_timeout": 60, "startup_timeout": 15,
+            "deadlock_timeout": 60, "graceful_timeout": 15, "shutdown_timeout": 5}
 DAY_TWO_GLOBALS = {"apache_modwsgi_keepalive_requests": 500, "apache_modwsgi_tls_curves": "X25519:secp384r1",
                    "apache_modwsgi_buffered_logs": False, "apache_modwsgi_extra_config": "LimitRequestFieldSize 16380",
                    "apache_modwsgi_tls_protocol": "-all +TLSv1.3", "apache_modwsgi_tls_ciphers": CIPHERS}
-DAY_TWO_SITE = {"hsts_max_age": 600, "static_max_age": 604800}
+DAY_TWO_SITE = {"hsts_max_age": 600, "static_max_age": 604800, "hsts_include_subdomains": False,
+                "security_headers": False, "extra_config": "Header always set X-Day-Two changed"}
+# Settings of the daemon process group (daemon mode only).
+DAY_TWO_DAEMON = {"processes": 3, "threads": 2, "maximum_requests": 500, "restart_interval": 3600, "queue_timeout": 40,
+                  "socket_timeout": 50, "connect_timeout": 10, "request_timeout": 55, "startup_timeout": 20,
+                  "deadlock_timeout": 50, "graceful_timeout": 10, "shutdown_timeout": 4}
+DAY_TWO_DAEMON_SHOWN = {
+    "processes": ("site", " processes=2 ", " processes=3 "),
+    "threads": ("site", " threads=1 ", " threads=2 "),
+    "maximum_requests": ("site", "maximum-requests: none", " maximum-requests=500"),
+    "restart_interval": ("site", "restart-interval: none", " restart-interval=3600"),
+    **{key: ("site", f" {key.replace('_', '-')}={DEFAULTS[key]}", f" {key.replace('_', '-')}={value}")
+       for key, value in DAY_TWO_DAEMON.items() if key.endswith("_timeout")},
+}
 DAY_TWO_SHOWN = {
     "apache_modwsgi_keepalive_requests": ("conf", "MaxKeepAliveRequests 1000", "MaxKeepAliveRequests 500"),
     "apache_modwsgi_tls_curves": ("conf", "Curves X25519:prime256v1:secp384r1", "Curves X25519:secp384r1\n"),
@@ -148,8 +164,10 @@ DAY_TWO_SHOWN = {
     "apache_modwsgi_tls_protocol": ("conf", "SSLProtocol -all +TLSv1.2 +TLSv1.3\n", "SSLProtocol -all +TLSv1.3\n"),
     "apache_modwsgi_tls_ciphers": ("conf", "SSLCipherSuite ECDHE-ECDSA-AES128-GCM-SHA256:", f"SSLCipherSuite {CIPHERS}\n"),
     "apache_modwsgi_extra_config": ("conf", "extra: none", "LimitRequestFieldSize 16380"),
-    "hsts_max_age": ("page", "strict-transport-security: max-age=63072000; includesubdomains",
-                     "strict-transport-security: max-age=600; includesubdomains"),
+    "hsts_max_age": ("page", "strict-transport-security: max-age=63072000", "strict-transport-security: max-age=600"),
+    "hsts_include_subdomains": ("page", "; includesubdomains", "strict-transport-security: max-age=600\r"),
+    "security_headers": ("page", "x-content-type-options: nosniff", "security headers: none"),
+    "extra_config": ("page", "x-day-two: none", "x-day-two: changed"),
     "static_max_age": ("static", "cache-control: public, max-age=2592000", "cache-control: public, max-age=604800"),
 }
 
@@ -158,9 +176,15 @@ def rendered(host) -> dict[str, str]:
     """Where each day-two input shows: the server-wide files Apache reads, and the headers of
     the site's page and of one of its static files."""
     conf = host.check_output("cat /etc/apache2/conf-enabled/hardening.conf /etc/apache2/conf-enabled/tls.conf")
+    page = headers_of(host, f"{HTTPS}/")
+    site = host.file("/etc/apache2/sites-available/hello.conf").content_string
     return {"conf": "\n".join([conf, "" if "BufferedLogs On" in conf else "buffered logs: none",
                                "" if "LimitRequestFieldSize" in conf else "extra: none"]),
-            "page": headers_of(host, f"{HTTPS}/"), "static": headers_of(host, f"{HTTPS}/static/site.css")}
+            "page": "\n".join([page, "" if "x-content-type-options" in page else "security headers: none",
+                                "" if "x-day-two" in page else "x-day-two: none"]),
+            "site": "\n".join([site, "" if "maximum-requests" in site else "maximum-requests: none",
+                                "" if "restart-interval" in site else "restart-interval: none"]),
+            "static": headers_of(host, f"{HTTPS}/static/site.css")}
 
 
 def test_site_change_reloads_apache_without_restart(host):
@@ -177,6 +201,9 @@ def test_site_change_reloads_apache_without_restart(host):
     inputs = scenario_group_vars() | DAY_TWO_GLOBALS
     inputs["apache_modwsgi_sites"][0]["server_aliases"].append(alias)
     inputs["apache_modwsgi_sites"][0].update(DAY_TWO_SITE)
+    daemon = inputs["apache_modwsgi_sites"][0].get("mode", "daemon") == "daemon"
+    if daemon:
+        inputs["apache_modwsgi_sites"][0].update(DAY_TWO_DAEMON)
     try:
         result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
         assert result.returncode == 0, output(result)
@@ -192,7 +219,7 @@ def test_site_change_reloads_apache_without_restart(host):
     assert apache_main_pid(host) == main
     assert wait_for(lambda: serving(host), timeout=30), journal(host, "apache2")
     back = rendered(host)
-    wrong = day_two_not_shown(DAY_TWO_SHOWN, before, after, back)
+    wrong = day_two_not_shown(DAY_TWO_SHOWN | (DAY_TWO_DAEMON_SHOWN if daemon else {}), before, after, back)
     assert not wrong, (wrong, before, after)
 
 

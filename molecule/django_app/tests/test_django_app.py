@@ -559,12 +559,14 @@ def secrets_of(host, release: str) -> tuple[str, str]:
     return env, token
 
 
-def settings_of(host, release: str) -> tuple[str, str]:
-    """ALLOWED_HOSTS and the root log level Django runs with in the release."""
-    code = ("import django, logging; django.setup(); from django.conf import settings; "
-            "print(','.join(settings.ALLOWED_HOSTS), logging.getLevelName(logging.getLogger().level))")
-    hosts, level = host.check_output(f"DJANGO_APP_RELEASE={release} {ROOT}/bin/python -c {shlex.quote(code)}").split()
-    return hosts, level
+def settings_of(host, release: str) -> tuple[str, str, str]:
+    """ALLOWED_HOSTS, the root log level and the MYSITE_DAY_TWO environment variable ('-' when
+    unset) Django runs with in the release."""
+    code = ("import django, logging, os; django.setup(); from django.conf import settings; "
+            "print(','.join(settings.ALLOWED_HOSTS), logging.getLevelName(logging.getLogger().level),"
+            " os.environ.get('MYSITE_DAY_TWO', '-'))")
+    hosts, level, day_two = host.check_output(f"DJANGO_APP_RELEASE={release} {ROOT}/bin/python -c {shlex.quote(code)}").split()
+    return hosts, level, day_two
 
 
 def environment_shown(host) -> str:
@@ -577,7 +579,7 @@ def environment_shown(host) -> str:
 
 def test_settings_change_alone_is_a_release_that_rollback_takes_back():
     """A change of settings alone (the environment's name, which the page shows, a host name,
-    the log level, a secret) makes a new
+    the log level, an environment variable, a secret) makes a new
     release of the same code: its own _config, the code hard-linked, live as a whole. Then
     rollback.yml goes back to the previous release and forward to a named one, each time
     with that release's settings live, while a request loop sees only answers of the two
@@ -592,7 +594,8 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
     try:
         changed = {"django_app_environment_name": "qa", "django_app_secret_environment": {"MYSITE_API_TOKEN": NEW_TOKEN},
                    "django_app_allowed_hosts": [*INPUTS["django_app_allowed_hosts"], "qa.mysite.test"],
-                   "django_app_log_level": "INFO"}
+                   "django_app_log_level": "INFO",
+                   "django_app_environment": INPUTS["django_app_environment"] | {"MYSITE_DAY_TWO": "on"}}
         result = deploy(inputs | changed, verbose=True)
         assert NEW_TOKEN not in output(result)
         assert result.returncode == 0, output(result)
@@ -603,11 +606,11 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back():
             assert now != before and code_id(now) == code_id(before), (before, now)
             assert environment_shown(h) == "qa"
             assert secrets_of(h, now) == ("qa", NEW_TOKEN)
-            assert settings_of(h, now) == (",".join(changed["django_app_allowed_hosts"]), "INFO")
+            assert settings_of(h, now) == (",".join(changed["django_app_allowed_hosts"]), "INFO", "on")
             # The previous release keeps its own configuration.
             assert secrets_of(h, before) == ("staging", SECRETS[1])
             assert settings_of(h, before) == (",".join(INPUTS["django_app_allowed_hosts"]),
-                                              INPUTS.get("django_app_log_level", "WARNING"))
+                                              INPUTS.get("django_app_log_level", "WARNING"), "-")
             # Same code: hard links, not a second copy.
             assert h.file(f"{now}/manage.py").inode == h.file(f"{before}/manage.py").inode
             assert h.file(f"{now}/.venv").linked_to == h.file(f"{before}/.venv").linked_to

@@ -260,8 +260,11 @@ DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body
                    "nginx_uwsgi_http_extra_config": "map_hash_bucket_size 128;",
                    "nginx_uwsgi_access_log_buffer": "32k", "nginx_uwsgi_access_log_flush": "10s",
                    "nginx_uwsgi_tls_protocols": ["TLSv1.3"], "nginx_uwsgi_tls_ciphers": CIPHERS}
-DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "uwsgi_read_timeout": 30}
-DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384}
+DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "hsts_include_subdomains": False,
+                "security_headers": False, "uwsgi_read_timeout": 30, "uwsgi_connect_timeout": 3, "uwsgi_send_timeout": 45}
+DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384, "threads": 2, "max_worker_lifetime": 1800,
+               "reload_on_rss": 256, "worker_reload_mercy": 30, "listen": 64, "log_requests": True,
+               "extra_config": "memory-report = true"}
 DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
     "nginx_uwsgi_keepalive_timeout": ("nginx", "keepalive_timeout 65;", "keepalive_timeout 30;"),
     "nginx_uwsgi_client_body_timeout": ("nginx", "client_body_timeout 30;", "client_body_timeout 20;"),
@@ -275,12 +278,22 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "nginx_uwsgi_tls_ciphers": ("nginx", "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:", f"ssl_ciphers {CIPHERS};"),
     "client_max_body_size": ("site", "client_max_body_size 10m;", "client_max_body_size 2m;"),
     "static_expires": ("static", "cache-control: max-age=2592000", "cache-control: max-age=604800"),
-    "hsts_max_age": ("page", "strict-transport-security: max-age=63072000; includesubdomains",
-                     "strict-transport-security: max-age=600; includesubdomains"),
+    "hsts_max_age": ("page", "strict-transport-security: max-age=63072000", "strict-transport-security: max-age=600"),
+    "hsts_include_subdomains": ("page", "; includesubdomains", "strict-transport-security: max-age=600\r"),
+    "security_headers": ("page", "x-content-type-options: nosniff", "security headers: none"),
     "uwsgi_read_timeout": ("site", "uwsgi_read_timeout 60s;", "uwsgi_read_timeout 30s;"),
+    "uwsgi_connect_timeout": ("site", "uwsgi_connect_timeout 5s;", "uwsgi_connect_timeout 3s;"),
+    "uwsgi_send_timeout": ("site", "uwsgi_send_timeout 60s;", "uwsgi_send_timeout 45s;"),
     "harakiri": ("ini", "harakiri = 60", "harakiri = 30"),
     "max_requests": ("ini", "max-requests: none", "max-requests = 500"),
     "buffer_size": ("ini", "buffer-size = 32768", "buffer-size = 16384"),
+    "threads": ("ini", "threads = 1\n", "threads = 2\n"),
+    "max_worker_lifetime": ("ini", "max-worker-lifetime = 3600", "max-worker-lifetime = 1800"),
+    "reload_on_rss": ("ini", "reload-on-rss: none", "reload-on-rss = 256"),
+    "worker_reload_mercy": ("ini", "worker-reload-mercy = 60", "worker-reload-mercy = 30"),
+    "listen": ("ini", "listen = 128", "listen = 64\n"),
+    "log_requests": ("ini", "disable-logging = true", "request logging: on"),
+    "extra_config": ("ini", "extra: none", "memory-report = true"),
 }
 
 
@@ -290,11 +303,15 @@ def rendered(host) -> dict[str, str]:
     nginx = host.check_output("nginx -T 2>/dev/null").split("# configuration file ")
     main = next(part for part in nginx if part.startswith("/etc/nginx/nginx.conf:"))
     ini = host.file("/etc/uwsgi/apps/hello.ini").content_string
+    page = headers_of(host, f"{HTTPS}/")
+    absent = {"max-requests": "max-requests: none", "reload-on-rss": "reload-on-rss: none",
+              "disable-logging": "request logging: on", "memory-report": "extra: none"}
     return {"nginx": "\n".join([main, "" if "gzip on;" in main else "gzip: none",
                                 "" if "map_hash_bucket_size" in main else "extra: none"]),
             "site": host.file("/etc/nginx/sites-available/hello.conf").content_string,
-            "ini": ini + ("" if "max-requests" in ini else "\nmax-requests: none"),
-            "page": headers_of(host, f"{HTTPS}/"), "static": headers_of(host, f"{HTTPS}/static/site.css")}
+            "ini": "\n".join([ini, *(shown for option, shown in absent.items() if option not in ini)]),
+            "page": page + ("" if "x-content-type-options" in page else "\nsecurity headers: none"),
+            "static": headers_of(host, f"{HTTPS}/static/site.css")}
 
 
 def test_every_day_two_input_shows_and_goes_back(day_two):

@@ -171,7 +171,8 @@ def test_changing_one_program_restarts_only_it(host):
 
 DAY_TWO = {"supervisor_loglevel": "debug", "supervisor_logfile_maxbytes": "10MB", "supervisor_logfile_backups": 3,
            "supervisor_unix_socket_mode": "0770", "supervisor_unix_socket_group": "adm",
-           "supervisor_extra_config": "minfds=4096"}
+           "supervisor_extra_config": "minfds=4096", "supervisor_inet_http_server_port": 9011,
+           "supervisor_inet_http_server_username": "ops", "supervisor_inet_http_server_password": "molecule-day-two-secret"}
 
 
 def daemon_settings(host) -> dict:
@@ -179,13 +180,16 @@ def daemon_settings(host) -> dict:
     conf = host.file("/etc/supervisor/supervisord.conf").content_string
     sock = host.file("/run/supervisor.sock")
     return {"conf": {key: value for key, value in (line.split("=", 1) for line in conf.splitlines() if "=" in line)
-                     if key in ("loglevel", "logfile_maxbytes", "logfile_backups", "chmod", "chown", "minfds")},
-            "socket": (oct(sock.mode), sock.group), "pid": host.check_output("supervisorctl pid")}
+                     if key in ("loglevel", "logfile_maxbytes", "logfile_backups", "chmod", "chown", "minfds", "port",
+                                "username")},
+            "socket": (oct(sock.mode), sock.group), "pid": host.check_output("supervisorctl pid"),
+            "inet": {user: host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -u {user} http://127.0.0.1:9011/ || true")
+                     for user in ("ops:molecule-day-two-secret", "admin:molecule-only-secret")}}
 
 
 def test_daemon_settings_change_and_go_back(host):
-    """Log level and rotation, the control socket's mode and group, and extra configuration
-    change after the first converge: supervisord restarts with them, the socket answers with
+    """Log level and rotation, the control socket's mode and group, the inet server's port and
+    credentials, and extra configuration change after the first converge: supervisord restarts with them, the socket answers with
     the new mode and group, every program runs again; the restore brings the old ones back."""
     hostname = host.backend.get_hostname()
     before = daemon_settings(host)
@@ -199,7 +203,10 @@ def test_daemon_settings_change_and_go_back(host):
     assert restored.returncode == 0, output(restored)
     back = daemon_settings(host)
     assert after["conf"] == {"chmod": "0770", "chown": "root:adm", "logfile_maxbytes": "10MB", "logfile_backups": "3",
-                             "loglevel": "debug", "minfds": "4096"}, after
+                             "loglevel": "debug", "minfds": "4096", "port": "127.0.0.1:9011", "username": "ops"}, after
+    # The inet server answers on its new port to the new credentials only.
+    assert after["inet"] == {"ops:molecule-day-two-secret": "200", "admin:molecule-only-secret": "401"}, after
+    assert back["inet"] == {"ops:molecule-day-two-secret": "000", "admin:molecule-only-secret": "000"}, back
     assert after["socket"] == ("0o770", "adm") and after["pid"] != before["pid"], (before, after)
     assert len(set(running.values())) == len(PROGRAMS), running
     assert (back["conf"], back["socket"]) == (before["conf"], before["socket"]), (before, back)

@@ -211,3 +211,40 @@ def test_restore_db_puts_the_postgresql_backup_back_once(rolling_deploy, host):
     assert status == "200" and "release 1" in body and "written through lb1" in body, body
     saved = web1.check_output(f"ls -t {backups}/*-before-restore.dump | head -1")
     assert (web1.file(saved).user, web1.file(saved).mode) == ("root", 0o600) and web1.file(saved).size > 0
+
+
+def database_shows(db) -> dict:
+    """The settings PostgreSQL runs with, and its main process."""
+    names = ("work_mem", "log_min_duration_statement", "max_connections", "shared_buffers")
+    values = [db.check_output(f"runuser -u postgres -- psql -tAc 'show {name}'") for name in names]
+    started = db.check_output("runuser -u postgres -- psql -tAc 'select pg_postmaster_start_time()'")
+    return dict(zip(names, values, strict=True)) | {"started": started}
+
+
+def test_database_settings_change_and_go_back(host):
+    """site.yml on db1 alone (--limit): settings PostgreSQL reloads change while lb1's request
+    loop gets only 200s, without a restart; max_connections and shared_buffers restart the
+    server, after which the site answers; the scenario's run puts everything back."""
+    db = hosts()["topology-db1"]
+    before = database_shows(db)
+    reload_only = {"postgresql_settings": {"work_mem": "8MB", "log_min_duration_statement": "250"}}
+    result, load = under_load(host, lambda: run_playbook("converge.yml", extra_vars=reload_only, limit="topology-db1"))
+    assert result.returncode == 0, output(result)
+    reloaded = database_shows(db)
+    assert load["requests"] > 20 and load["failures"] == 0, load
+    restart = run_playbook("converge.yml", extra_vars={"postgresql_max_connections": 150, "postgresql_shared_buffers": "48MB"},
+                           limit="topology-db1")
+    assert restart.returncode == 0, output(restart)
+    restarted = database_shows(db)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and through_balancer(host, "/")[0] != "200":
+        time.sleep(1)
+    assert through_balancer(host, "/")[0] == "200"
+    back = run_playbook("converge.yml", limit="topology-db1")
+    assert back.returncode == 0, output(back)
+    assert reloaded == before | {"work_mem": "8MB", "log_min_duration_statement": "250ms"}, (before, reloaded)
+    assert restarted == before | {"max_connections": "150", "shared_buffers": "48MB", "started": restarted["started"]}, (
+        before, restarted)
+    assert restarted["started"] != before["started"]
+    assert database_shows(db) | {"started": before["started"]} == before
+    assert through_balancer(host, "/")[0] == "200"
