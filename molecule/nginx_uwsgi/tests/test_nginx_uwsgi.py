@@ -18,6 +18,7 @@ from wsgistack_testlib import (
     molecule_host_names,
     molecule_hosts,
     output,
+    recap,
     request_loop,
     run_playbook,
     scenario_group_vars,
@@ -501,6 +502,25 @@ def ready(host, expected: dict) -> dict | None:
     """Each app's state when it is what `expected` says, else None."""
     state = {app: managed_by(host, app) for app in APPS}
     return state if state == expected else None
+
+
+def test_check_mode_reports_a_new_site_and_app_without_failing():
+    """--check with a new HTTPS site (self-signed) and a new systemd app on the converged host:
+    the run reports the changes and fails nowhere, and none of them is made."""
+    host = molecule_hosts()[0]
+    inputs = scenario_group_vars()
+    inputs["nginx_uwsgi_apps"].append({"name": "hello3", "chdir": "/srv/hello", "wsgi_file": "/srv/hello/app.py",
+                                       "user": "hello2", "processes": 1, "process_manager": "systemd"})
+    inputs["nginx_uwsgi_sites"].append({"name": "hello3", "server_names": ["hello3.test"], "app": "hello3",
+                                        "tls": True, "tls_self_signed": True})
+    paths = ["/etc/nginx/sites-available/hello3.conf", "/etc/ssl/nginx-uwsgi/hello3.key",
+             "/etc/uwsgi/apps/hello3.ini", "/etc/systemd/system/uwsgi-hello3.service"]
+    result = run_playbook("converge.yml", extra_vars=inputs, limit=host.backend.get_hostname(), check=True)
+    assert result.returncode == 0, output(result)
+    counts = next(iter(recap(result).values()))
+    assert counts["changed"] > 0 and counts["failed"] == 0, counts
+    assert [path for path in paths if host.file(path).exists] == []
+    assert host.run("systemctl cat uwsgi-hello3.service").rc != 0
 
 
 def test_apps_move_between_supervisor_and_systemd():
