@@ -6,9 +6,9 @@ DOCUMENTATION = r"""
 name: ssl_protocols
 short_description: The protocols an Apache SSLProtocol value enables
 description:
-  - Reads the value as mod_ssl does, word by word and ignoring case, starting from no protocol
-    - C(+name) adds a protocol, C(-name) removes it, a bare name replaces what came before;
-    C(all) stands for TLSv1 to TLSv1.3.
+  - Reads the value as mod_ssl does, word by word (quotes removed) and ignoring case, starting
+    from no protocol - C(+name) adds a protocol, C(-name) removes it, a bare name replaces what
+    came before; C(all) stands for TLSv1 to TLSv1.3, and C(-SSLv2) is skipped.
   - Returns the enabled protocols in order, or C(None) when a word is not a protocol Apache knows.
 positional: _input
 options:
@@ -39,8 +39,14 @@ def ssl_protocols(value) -> list[str] | None:
     names = {name.lower(): name for name in PROTOCOLS}
     enabled: set[str] = set()
     for word in str(value).split():
+        word = word.strip("'\"")
+        if not word:
+            continue
         action, keyword = (word[0], word[1:]) if word[0] in "+-" else ("", word)
         keyword = keyword.lower()
+        if keyword == "sslv2" and action == "-":
+            # mod_ssl skips it: OpenSSL has no SSLv2 to turn off.
+            continue
         if keyword == "all":
             these = set(ALL)
         elif keyword in names:

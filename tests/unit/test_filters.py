@@ -22,12 +22,14 @@ spec.loader.exec_module(apache)
     # A bare name replaces what came before it, as mod_ssl reads it.
     ("+TLSv1.2 TLSv1.3", ["TLSv1.3"]),
     ("-all", []),
+    ("all -SSLv2 -SSLv3 -TLSv1 -TLSv1.1", ["TLSv1.2", "TLSv1.3"]),
+    ('"-all" "+TLSv1.3"', ["TLSv1.3"]),
     ("", []),
 ])
 def test_ssl_protocols_reads_sslprotocol_as_mod_ssl_does(value, enabled):
     assert apache.ssl_protocols(value) == enabled
 
 
-@pytest.mark.parametrize("value", ["+TLSv1.4", "all,-SSLv3", "TLS1.2", "+ -all"])
+@pytest.mark.parametrize("value", ["+TLSv1.4", "all,-SSLv3", "TLS1.2", "+ -all", "+SSLv2"])
 def test_ssl_protocols_unknown_word_is_none(value):
     assert apache.ssl_protocols(value) is None
