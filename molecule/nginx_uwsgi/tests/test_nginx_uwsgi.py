@@ -263,9 +263,8 @@ DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body
                    "nginx_uwsgi_tls_protocols": ["TLSv1.3"], "nginx_uwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "hsts_include_subdomains": False,
                 "security_headers": False, "uwsgi_read_timeout": 30, "uwsgi_connect_timeout": 3, "uwsgi_send_timeout": 45}
-DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384, "threads": 2, "max_worker_lifetime": 1800,
-               "reload_on_rss": 256, "worker_reload_mercy": 30, "listen": 64, "log_requests": True,
-               "extra_config": "memory-report = true"}
+DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384, "max_worker_lifetime": 1800,
+               "worker_reload_mercy": 30, "listen": 64, "log_requests": True, "extra_config": "memory-report = true"}
 DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
     "nginx_uwsgi_keepalive_timeout": ("nginx", "keepalive_timeout 65;", "keepalive_timeout 30;"),
     "nginx_uwsgi_client_body_timeout": ("nginx", "client_body_timeout 30;", "client_body_timeout 20;"),
@@ -288,9 +287,7 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "harakiri": ("ini", "harakiri = 60", "harakiri = 30"),
     "max_requests": ("ini", "max-requests: none", "max-requests = 500"),
     "buffer_size": ("ini", "buffer-size = 32768", "buffer-size = 16384"),
-    "threads": ("ini", "threads = 1\n", "threads = 2\n"),
     "max_worker_lifetime": ("ini", "max-worker-lifetime = 3600", "max-worker-lifetime = 1800"),
-    "reload_on_rss": ("ini", "reload-on-rss: none", "reload-on-rss = 256"),
     "worker_reload_mercy": ("ini", "worker-reload-mercy = 60", "worker-reload-mercy = 30"),
     "listen": ("ini", "listen = 128", "listen = 64\n"),
     "log_requests": ("ini", "disable-logging = true", "request logging: on"),
@@ -305,8 +302,7 @@ def rendered(host) -> dict[str, str]:
     main = next(part for part in nginx if part.startswith("/etc/nginx/nginx.conf:"))
     ini = host.file("/etc/uwsgi/apps/hello.ini").content_string
     page = headers_of(host, f"{HTTPS}/")
-    absent = {"max-requests": "max-requests: none", "reload-on-rss": "reload-on-rss: none",
-              "disable-logging": "request logging: on", "memory-report": "extra: none"}
+    absent = {"max-requests": "max-requests: none", "disable-logging": "request logging: on", "memory-report": "extra: none"}
     return {"nginx": "\n".join([main, "" if "gzip on;" in main else "gzip: none",
                                 "" if "map_hash_bucket_size" in main else "extra: none"]),
             "site": host.file("/etc/nginx/sites-available/hello.conf").content_string,
@@ -364,7 +360,7 @@ def day_two():
         for app in APPS:
             wait_for(lambda a=app: body_of(host, a).startswith(expected[a])
                      and len(pids := worker_pids(host, a, before[a]["master"])) == 3
-                     and not pids & before[a]["workers"], timeout=30)
+                     and not pids & before[a]["workers"], timeout=60)
             after[app] = app_state(host, app)
         wait_for(lambda: status_of(host, NEW_NAME_ARGS) == "200", timeout=10)
         nginx_after = {"master": nginx_master(host), "workers": nginx_workers(host),
@@ -380,7 +376,7 @@ def day_two():
     for app in APPS:
         wait_for(lambda a=app: body_of(host, a).startswith(expected[a])
                  and len(pids := worker_pids(host, a, before[a]["master"])) == 2
-                 and not pids & after[a]["workers"], timeout=30)
+                 and not pids & after[a]["workers"], timeout=60)
         back[app] = app_state(host, app)
     wait_for(lambda: host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc == 52, timeout=10)
     nginx_back = {"master": nginx_master(host), "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc,
