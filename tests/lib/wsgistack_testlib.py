@@ -45,7 +45,7 @@ def scenario_ansible_args() -> list[str]:
 
 def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | None = None,
                  check: bool = False, verbose: bool = False,
-                 inventories: list[str] = ()) -> subprocess.CompletedProcess:
+                 inventories: list[str] = (), tags: str | None = None) -> subprocess.CompletedProcess:
     """Run a playbook of the scenario against its instances (and the hosts of `inventories`,
     added to the scenario's inventory), with the scenario's ansible_args as Molecule runs it,
     and return the result."""
@@ -58,6 +58,8 @@ def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | Non
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if limit:
         cmd += ["--limit", limit]
+    if tags:
+        cmd += ["--tags", tags]
     if check:
         cmd += ["--check", "--diff"]
     # Long lines of a result stay on one line, as with the project's ansible.cfg.
