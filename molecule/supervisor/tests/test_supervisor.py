@@ -327,7 +327,7 @@ BAD_INPUTS = {
     ),
     "inet server without password": (
         {"supervisor_inet_http_server_password": ""},
-        "supervisor_inet_http_server_password must both be set (keep the password in Ansible Vault)",
+        "supervisor_inet_http_server_password must both be set, the password to a real secret",
     ),
     "environment value with both quotes": (
         {
