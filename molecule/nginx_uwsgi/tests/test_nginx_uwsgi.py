@@ -263,8 +263,7 @@ DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body
                    "nginx_uwsgi_tls_protocols": ["TLSv1.3"], "nginx_uwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "hsts_include_subdomains": False,
                 "security_headers": False, "uwsgi_read_timeout": 30, "uwsgi_connect_timeout": 3, "uwsgi_send_timeout": 45}
-DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384, "max_worker_lifetime": 1800,
-               "worker_reload_mercy": 30, "log_requests": True, "extra_config": "memory-report = true"}
+DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384}
 DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
     "nginx_uwsgi_keepalive_timeout": ("nginx", "keepalive_timeout 65;", "keepalive_timeout 30;"),
     "nginx_uwsgi_client_body_timeout": ("nginx", "client_body_timeout 30;", "client_body_timeout 20;"),
@@ -287,10 +286,6 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "harakiri": ("ini", "harakiri = 60", "harakiri = 30"),
     "max_requests": ("ini", "max-requests: none", "max-requests = 500"),
     "buffer_size": ("ini", "buffer-size = 32768", "buffer-size = 16384"),
-    "max_worker_lifetime": ("ini", "max-worker-lifetime = 3600", "max-worker-lifetime = 1800"),
-    "worker_reload_mercy": ("ini", "worker-reload-mercy = 60", "worker-reload-mercy = 30"),
-    "log_requests": ("ini", "disable-logging = true", "request logging: on"),
-    "extra_config": ("ini", "extra: none", "memory-report = true"),
 }
 
 
@@ -301,7 +296,7 @@ def rendered(host) -> dict[str, str]:
     main = next(part for part in nginx if part.startswith("/etc/nginx/nginx.conf:"))
     ini = host.file("/etc/uwsgi/apps/hello.ini").content_string
     page = headers_of(host, f"{HTTPS}/")
-    absent = {"max-requests": "max-requests: none", "disable-logging": "request logging: on", "memory-report": "extra: none"}
+    absent = {"max-requests": "max-requests: none"}
     return {"nginx": "\n".join([main, "" if "gzip on;" in main else "gzip: none",
                                 "" if "map_hash_bucket_size" in main else "extra: none"]),
             "site": host.file("/etc/nginx/sites-available/hello.conf").content_string,
