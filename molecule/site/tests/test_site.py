@@ -236,6 +236,8 @@ def test_code_only_deploy_switches_to_the_new_release(v2_deploy):
         assert current(h) != before[h.backend.host]
         status, body = get(h, "/")
         assert status == "200" and "release 2" in body and "before v2" in body, body
+        # The working copy's secrets (.env files, secrets.json) stayed behind.
+        assert h.run(f"grep -rl wsgistack-working-copy-secret {ROOT}/releases/").stdout == ""
         # Collected over the previous release's files (root's): the new release's are root's too.
         static = f"{ROOT}/current/_static"
         assert h.check_output(f"find {static} ! -user root -o ! -group root -o -perm /022 | wc -l") == "0"
