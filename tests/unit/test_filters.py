@@ -49,3 +49,44 @@ def test_placeholder_values_are_recognised(value):
 @pytest.mark.parametrize("value", ["", "s3cret-git-token-5e2a", "molecule-only-secret", "passwords-are-long-here", 42])
 def test_real_values_are_not_placeholders(value):
     assert not secret_tests.placeholder(value)
+
+
+def _load(name: str, path: str):
+    module_spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+network_tests = _load("network_tests", "plugins/test/network.py")
+network_filters = _load("network_filters", "plugins/filter/network.py")
+
+
+@pytest.mark.parametrize(("value", "private"), [
+    ("10.0.0.5", True), ("172.18.0.3", True), ("192.168.1.10", True), ("100.64.1.2", True), ("fd00::5", True),
+    ("93.184.215.14", False), ("8.8.8.8", False), ("2001:4860:4860::8888", False), ("127.0.0.1", False),
+    ("::1", False), ("0.0.0.0", False), ("224.0.0.1", False), ("web1", False), ("10.0.0.0/8", False), (None, False),
+])
+def test_private_ip_is_an_address_the_internet_does_not_route(value, private):
+    assert network_tests.private_ip(value) is private
+
+
+@pytest.mark.parametrize(("value", "address", "network"), [
+    ("10.0.0.5", True, True), ("fd00::5", True, True), ("10.0.0.0/24", False, True), ("10.0.0.5/24", False, True),
+    ("2001:db8::/32", False, True), ("10.0.0.256", False, False), ("web1", False, False), ("", False, False),
+    (5, False, False),
+])
+def test_ip_address_and_ip_network(value, address, network):
+    assert (network_tests.ip_address(value), network_tests.ip_network(value)) == (address, network)
+
+
+@pytest.mark.parametrize(("host_vars", "address"), [
+    ({"wsgistack_private_address": "10.1.0.5", "ansible_facts": {"default_ipv4": {"address": "203.0.113.7"}}}, "10.1.0.5"),
+    ({"ansible_facts": {"default_ipv4": {"address": "172.18.0.3"}}}, "172.18.0.3"),
+    ({"ansible_default_ipv4": {"address": "172.18.0.4"}}, "172.18.0.4"),
+    ({"wsgistack_private_address": "", "ansible_facts": {"default_ipv4": {"address": "172.18.0.3"}}}, "172.18.0.3"),
+    ({}, ""),
+    ("not a mapping", ""),
+])
+def test_private_address_prefers_the_inventory_then_the_default_route(host_vars, address):
+    assert network_filters.private_address(host_vars) == address

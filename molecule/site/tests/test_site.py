@@ -70,6 +70,46 @@ def test_site_answers_over_https_with_its_static_css(host):
     assert plain.stdout == "301"
 
 
+def test_collected_static_files_are_roots_and_the_app_cannot_change_them(host):
+    """The app serves its static files but, compromised, could not rewrite them: every file
+    and directory of the live release's collected static files is root's and not writable by
+    others; the app's user is refused when it tries."""
+    static = f"{ROOT}/current/_static"
+    assert host.check_output(f"find {static} ! -user root -o ! -group root -o -perm /022 | wc -l") == "0"
+    assert int(host.check_output(f"find {static} -type f | wc -l")) > 100
+    user = host.check_output(f"stat -c %U {ROOT}/shared/media")
+    css = host.check_output(f"find {static}/notes -name 'site.*.css' | head -1")
+    refused = host.run(f"sudo -u {user} sh -c 'echo x >> {css}'")
+    assert refused.rc != 0 and "Permission denied" in refused.stderr, refused.stderr
+
+
+# Uploads a user could make to trick the site into running their page or script: each must
+# come back with no sniffing and a script-less sandbox; pages, SVG, XML and scripts must be
+# downloaded, not shown. An image is shown as it is.
+MEDIA_FILES = {"upload.html": True, "drawing.SVG": True, "feed.xml": True, "tool.js": True, "photo.png": False}
+
+
+def test_uploaded_media_cannot_run_as_the_site(host):
+    media = f"{ROOT}/shared/media"
+    user = host.check_output(f"stat -c %U {media}")
+    for name in MEDIA_FILES:
+        host.check_output(f"printf '%s' '<script>alert(1)</script>' | sudo -u {user} tee {media}/{name} > /dev/null")
+    try:
+        for name, attachment in MEDIA_FILES.items():
+            status, _ = get(host, f"/media/{name}")
+            assert status == "200", (name, status)
+            shown = headers(host, f"/media/{name}")
+            assert shown.count("x-content-type-options: nosniff") == 1, (name, shown)
+            assert re.search(r"^content-security-policy: sandbox; default-src 'none'", shown, re.M), (name, shown)
+            assert ("content-disposition: attachment" in shown) == attachment, (name, shown)
+            assert "strict-transport-security: max-age=" in shown, (name, shown)
+    finally:
+        host.run(f"rm -f {' '.join(f'{media}/{name}' for name in MEDIA_FILES)}")
+    # The site's own pages keep their headers and get neither.
+    page = headers(host, "/")
+    assert "content-disposition" not in page and "sandbox" not in page, page
+
+
 def test_tls_meets_mozilla_intermediate_except_the_self_signed_chain(host):
     """sslyze's intermediate check from the controller: protocols, ciphers, curves and the
     certificate's lifetime comply; only the self-signed certificate's path cannot validate."""
@@ -196,6 +236,11 @@ def test_code_only_deploy_switches_to_the_new_release(v2_deploy):
         assert current(h) != before[h.backend.host]
         status, body = get(h, "/")
         assert status == "200" and "release 2" in body and "before v2" in body, body
+        # The working copy's secrets (.env files, secrets.json) stayed behind.
+        assert h.run(f"grep -rl wsgistack-working-copy-secret {ROOT}/releases/").stdout == ""
+        # Collected over the previous release's files (root's): the new release's are root's too.
+        static = f"{ROOT}/current/_static"
+        assert h.check_output(f"find {static} ! -user root -o ! -group root -o -perm /022 | wc -l") == "0"
 
 
 def release_dir(variant: str) -> str:

@@ -73,6 +73,83 @@ def test_database_accepts_only_the_web_hosts(host):
     assert stored.startswith("SCRAM-SHA-256$")
 
 
+def web_answer(client, target: str = "web1") -> tuple[str, str]:
+    """A request for the site to a web host's backend port (plain HTTP), from another host."""
+    result = client.run(f"curl -s --max-time 10 -H 'Host: mysite.test' -w '\\n%{{http_code}}' http://{target}/health/")
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+def test_backend_admits_only_the_balancers(host):
+    """lb1 reaches web1's backend; db1 and a container that is not in the inventory, on the
+    same network, get 403 from nginx before Django (which would take them for HTTPS) and are
+    refused by PostgreSQL too. web1's site listens on its private address and loopback only."""
+    status, body = web_answer(host)
+    assert status == "200" and body.startswith("ok ") and body.endswith(" web1"), (status, body)
+    db = hosts()["topology-db1"]
+    status, body = web_answer(db)
+    assert status == "403" and "ok " not in body, (status, body)
+    web = hosts()["topology-web1"]
+    address = web.check_output("hostname -i").split()[0]
+    site = web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
+    assert re.findall(r"^\s*listen ([^;]+);", site, re.M) == [f"{address}:80", "127.0.0.1:80"], site
+    lb_address = host.check_output("hostname -i").split()[0]
+    assert re.findall(r"^\s*(allow|deny) ([^;]+);", site, re.M) == [
+        ("allow", lb_address), ("allow", "127.0.0.1"), ("deny", "all")], site
+    # A host on the network that the inventory does not list.
+    outsider = subprocess.run(
+        ["docker", "run", "--rm", "--network", "wsgistack-topology", "--entrypoint", "sh",
+         os.environ.get("WSGISTACK_IMAGE_1", "wsgistack/systemd:debian12"), "-c",
+         "curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'Host: mysite.test' http://web1/health/;"
+         f" echo; PGPASSWORD={DB_PASSWORD} PGCONNECT_TIMEOUT=10 psql -h db1 -U mysite -d mysite -tAc 'select 1' 2>&1 || true"],
+        capture_output=True, text=True, timeout=120)
+    web_status, _, database = outsider.stdout.partition("\n")
+    assert web_status == "403", outsider
+    assert "no pg_hba.conf entry" in database, outsider
+
+
+def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
+    """The app's connection to db1 is TLS (pg_stat_ssl on the server) with sslmode verify-full
+    and the CA that db1 keeps; a connection without TLS is refused, and verify-full against a
+    name the server's certificate does not carry fails. The CA's key is root's on db1 only."""
+    assert through_balancer(host, "/")[0] == "200"
+    db = hosts()["topology-db1"]
+    rows = db.check_output("runuser -u postgres -- psql -tAc \"select s.ssl, s.version from pg_stat_ssl s"
+                           " join pg_stat_activity a using (pid) where a.usename = 'mysite'\"").split()
+    assert rows and all(row.startswith("t|TLSv1.") for row in rows), rows
+    ca_key = db.file("/etc/postgresql/wsgistack-tls/ca.key")
+    assert (ca_key.user, ca_key.mode) == ("root", 0o600)
+    web = hosts()["topology-web1"]
+    code = ("from django.db import connection; connection.ensure_connection(); "
+            "print(connection.connection.info.ssl_in_use, connection.settings_dict['OPTIONS']['sslmode'])")
+    assert web.check_output(f'/srv/mysite/bin/manage shell -c "{code}"').split()[-2:] == ["True", "verify-full"]
+    ca = web.check_output("readlink -f /srv/mysite/current/_config/db-ca.crt")
+    assert web.check_output(f"cat {ca}") == db.check_output("cat /etc/postgresql/wsgistack-tls/ca.crt")
+    address = db.check_output("hostname -i").split()[0]
+    plain = web.run(f"PGPASSWORD={DB_PASSWORD} psql 'host=db1 sslmode=disable user=mysite dbname=mysite' -tAc 'select 1'")
+    assert plain.rc != 0 and "no pg_hba.conf entry" in plain.stderr, plain.stderr
+    wrong = web.run(f"PGPASSWORD={DB_PASSWORD} psql 'host=wrong.mysite.test hostaddr={address} sslmode=verify-full"
+                    f" sslrootcert={ca} user=mysite dbname=mysite' -tAc 'select 1'")
+    assert wrong.rc != 0 and "does not match host name" in wrong.stderr, wrong.stderr
+    right = web.run(f"PGPASSWORD={DB_PASSWORD} psql 'host=db1 sslmode=verify-full sslrootcert={ca} user=mysite"
+                    f" dbname=mysite' -tAc 'select 1'")
+    assert right.rc == 0 and right.stdout.strip() == "1", right.stderr
+
+
+def test_public_private_address_is_refused_before_any_change(host):
+    """A public address for backend traffic is refused in the first play, naming the variable and
+    the way out; nothing changes (the web hosts' site files stay)."""
+    web = hosts()["topology-web1"]
+    site = web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf")
+    result = run_playbook("converge.yml", extra_vars={"wsgistack_private_address": "93.184.215.14"})
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "wsgistack_private_address of topology-web1 is 93.184.215.14, a public address" in text, text
+    assert "wsgistack_private_address_public: true" in text, text
+    assert "changed=0" in text and "Nothing was changed on any host" in text, text
+    assert web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf") == site
+
+
 LOAD = r'''
 import http.client, json, os, socket, ssl, sys, time
 context = ssl._create_unverified_context()

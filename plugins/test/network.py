@@ -1,0 +1,70 @@
+"""Tests for network addresses in the inventory."""
+
+from __future__ import annotations
+
+import ipaddress
+
+DOCUMENTATION = r"""
+name: ip_address
+short_description: Whether a value is an IPv4 or IPv6 address
+description:
+  - C(ip_address) is true for one address (C(10.0.0.5), C(fd00::5)).
+  - C(ip_network) is true for an address or a network in CIDR form (C(10.0.0.0/24)); host bits may be set.
+  - C(private_ip) is true for an address that is not routed on the public internet (RFC 1918, unique
+    local IPv6, the shared 100.64.0.0/10 range); loopback and the unspecified address are not.
+positional: _input
+options:
+  _input:
+    description: The value.
+    type: raw
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Refuse a public backend address
+  ansible.builtin.assert:
+    that: wsgistack_private_address is wsgistack.django.private_ip
+"""
+
+RETURN = r"""
+_value:
+  description: Whether the value is such an address.
+  type: bool
+"""
+
+SHARED = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _address(value):
+    if not isinstance(value, str):
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def ip_address(value) -> bool:
+    return _address(value) is not None
+
+
+def ip_network(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def private_ip(value) -> bool:
+    address = _address(value)
+    if address is None or address.is_loopback or address.is_unspecified or address.is_multicast:
+        return False
+    return address.is_private or address in SHARED
+
+
+class TestModule:
+    def tests(self):
+        return {"ip_address": ip_address, "ip_network": ip_network, "private_ip": private_ip}
