@@ -139,7 +139,7 @@ def test_app_runs_where_the_stack_puts_it(host):
         assert host.file(f"{ROOT}/shared/data/db.sqlite3").user == "www-data"
 
 
-# Day two on every stack: inputs of the site, the app server and the
+# Day two on every stack and both Debian releases: inputs of the site, the app server and the
 # web server changed in one site.yml run on all hosts, then the scenario's run puts them back.
 # Users tune the web server with its roles' tags: the release is left alone.
 WEB_TAGS = "nginx_uwsgi,supervisor,apache_modwsgi"
@@ -179,7 +179,7 @@ def day_two_shown(host) -> dict:
 
 
 def test_day_two_inputs_change_on_every_stack_and_go_back():
-    """DAY_TWO in one site.yml run on every host (one of each stack), limited to the
+    """DAY_TWO in one site.yml run on every host (each stack on Debian 12 and 13), limited to the
     web server roles' tags as users tune a live site: each change shows on the host; the same
     run with the scenario's values puts every value back; a request loop on each host sees only
     the page it saw before, all the while."""
@@ -264,8 +264,8 @@ FAILING_CHANGES = {
 
 
 def one_host_per_stack(hosts: list) -> list:
-    """A host of each stack (the scenario has one of each; a second host of a stack added
-    later is left out of the tests that need each stack once)."""
+    """A host of each stack (Debian 12 and 13 alternate), for tests whose every run goes to
+    each stack but need not go to each platform as well."""
     chosen: dict = {}
     for h in hosts:
         chosen.setdefault(stack(h), h)
