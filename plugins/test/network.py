@@ -11,7 +11,8 @@ description:
   - C(ip_address) is true for one address (C(10.0.0.5), C(fd00::5)).
   - C(ip_network) is true for an address or a network in CIDR form (C(10.0.0.0/24)); host bits may be set.
   - C(private_ip) is true for an address that is not routed on the public internet (RFC 1918, unique
-    local IPv6, the shared 100.64.0.0/10 range); loopback and the unspecified address are not.
+    local IPv6, the shared 100.64.0.0/10 range); loopback, link-local, multicast and the unspecified
+    address are not.
 positional: _input
 options:
   _input:
@@ -60,7 +61,7 @@ def ip_network(value) -> bool:
 
 def private_ip(value) -> bool:
     address = _address(value)
-    if address is None or address.is_loopback or address.is_unspecified or address.is_multicast:
+    if address is None or address.is_loopback or address.is_unspecified or address.is_multicast or address.is_link_local:
         return False
     return address.is_private or address in SHARED
 

@@ -65,7 +65,8 @@ network_filters = _load("network_filters", "plugins/filter/network.py")
 @pytest.mark.parametrize(("value", "private"), [
     ("10.0.0.5", True), ("172.18.0.3", True), ("192.168.1.10", True), ("100.64.1.2", True), ("fd00::5", True),
     ("93.184.215.14", False), ("8.8.8.8", False), ("2001:4860:4860::8888", False), ("127.0.0.1", False),
-    ("::1", False), ("0.0.0.0", False), ("224.0.0.1", False), ("web1", False), ("10.0.0.0/8", False), (None, False),
+    ("::1", False), ("0.0.0.0", False), ("224.0.0.1", False), ("169.254.1.1", False), ("fe80::1", False),
+    ("web1", False), ("10.0.0.0/8", False), (None, False),
 ])
 def test_private_ip_is_an_address_the_internet_does_not_route(value, private):
     assert network_tests.private_ip(value) is private

@@ -75,6 +75,7 @@ def test_collected_static_files_are_roots_and_the_app_cannot_change_them(host):
     and directory of the live release's collected static files is root's and not writable by
     others; the app's user is refused when it tries."""
     static = f"{ROOT}/current/_static"
+    assert host.file(f"{static}/notes").is_directory
     assert host.check_output(f"find {static} ! -user root -o ! -group root -o -perm /022 | wc -l") == "0"
     assert int(host.check_output(f"find {static} -type f | wc -l")) > 100
     user = host.check_output(f"stat -c %U {ROOT}/shared/media")
@@ -240,6 +241,7 @@ def test_code_only_deploy_switches_to_the_new_release(v2_deploy):
         assert h.run(f"grep -rl wsgistack-working-copy-secret {ROOT}/releases/").stdout == ""
         # Collected over the previous release's files (root's): the new release's are root's too.
         static = f"{ROOT}/current/_static"
+        assert h.file(f"{static}/notes").is_directory
         assert h.check_output(f"find {static} ! -user root -o ! -group root -o -perm /022 | wc -l") == "0"
 
 

@@ -96,16 +96,34 @@ def test_backend_admits_only_the_balancers(host):
     lb_address = host.check_output("hostname -i").split()[0]
     assert re.findall(r"^\s*(allow|deny) ([^;]+);", site, re.M) == [
         ("allow", lb_address), ("allow", "127.0.0.1"), ("deny", "all")], site
-    # A host on the network that the inventory does not list.
+    # A host on the network that the inventory does not list (the base image has Python only):
+    # an HTTP request to web1, and a TLS startup message to db1's PostgreSQL.
     outsider = subprocess.run(
-        ["docker", "run", "--rm", "--network", "wsgistack-topology", "--entrypoint", "sh",
-         os.environ.get("WSGISTACK_IMAGE_1", "wsgistack/systemd:debian12"), "-c",
-         "curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'Host: mysite.test' http://web1/health/;"
-         f" echo; PGPASSWORD={DB_PASSWORD} PGCONNECT_TIMEOUT=10 psql -h db1 -U mysite -d mysite -tAc 'select 1' 2>&1 || true"],
+        ["docker", "run", "--rm", "--network", "wsgistack-topology", "--entrypoint", "python3",
+         os.environ.get("WSGISTACK_IMAGE_1", "wsgistack/systemd:debian12"), "-c", OUTSIDER],
         capture_output=True, text=True, timeout=120)
     web_status, _, database = outsider.stdout.partition("\n")
     assert web_status == "403", outsider
     assert "no pg_hba.conf entry" in database, outsider
+
+
+OUTSIDER = r"""
+import socket, ssl, struct, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(urllib.request.Request("http://web1/health/", headers={"Host": "mysite.test"}),
+                                 timeout=10).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+sock = socket.create_connection(("db1", 5432), timeout=10)
+sock.sendall(struct.pack("!ii", 8, 80877103))
+if sock.recv(1) == b"S":
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    sock = context.wrap_socket(sock, server_hostname="db1")
+params = b"user\0mysite\0database\0mysite\0\0"
+sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+print(sock.recv(4096).decode(errors="replace"))
+"""
 
 
 def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
@@ -120,9 +138,10 @@ def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
     ca_key = db.file("/etc/postgresql/wsgistack-tls/ca.key")
     assert (ca_key.user, ca_key.mode) == ("root", 0o600)
     web = hosts()["topology-web1"]
-    code = ("from django.db import connection; connection.ensure_connection(); "
-            "print(connection.connection.info.ssl_in_use, connection.settings_dict['OPTIONS']['sslmode'])")
-    assert web.check_output(f'/srv/mysite/bin/manage shell -c "{code}"').split()[-2:] == ["True", "verify-full"]
+    # The app's own connection, as the server sees it.
+    code = ("from django.db import connection; cursor = connection.cursor(); "
+            "cursor.execute('select ssl from pg_stat_ssl where pid = pg_backend_pid()'); print(cursor.fetchone()[0])")
+    assert web.check_output(f'/srv/mysite/bin/manage shell -c "{code}"').split()[-1] == "True"
     ca = web.check_output("readlink -f /srv/mysite/current/_config/db-ca.crt")
     assert web.check_output(f"cat {ca}") == db.check_output("cat /etc/postgresql/wsgistack-tls/ca.crt")
     address = db.check_output("hostname -i").split()[0]
@@ -136,12 +155,14 @@ def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
     assert right.rc == 0 and right.stdout.strip() == "1", right.stderr
 
 
-def test_public_private_address_is_refused_before_any_change(host):
+def test_public_private_address_is_refused_before_any_change(host, tmp_path):
     """A public address for backend traffic is refused in the first play, naming the variable and
     the way out; nothing changes (the web hosts' site files stay)."""
     web = hosts()["topology-web1"]
     site = web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf")
-    result = run_playbook("converge.yml", extra_vars={"wsgistack_private_address": "93.184.215.14"})
+    inventory = tmp_path / "public.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"topology-web1": {"wsgistack_private_address": "93.184.215.14"}}}}))
+    result = run_playbook("converge.yml", inventories=[str(inventory)])
     text = output(result)
     assert result.returncode != 0, text
     assert "wsgistack_private_address of topology-web1 is 93.184.215.14, a public address" in text, text
