@@ -16,6 +16,70 @@ from pathlib import Path
 
 import yaml
 
+CONNECTION_PLUGIN = Path(__file__).resolve().parent.parent / "plugins" / "connection" / "wsgistack_container.py"
+
+
+def _container_connection():
+    """The scenarios' connection plugin as a module (its container_pid)."""
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("wsgistack_container_connection")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("wsgistack_container_connection", CONNECTION_PLUGIN)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[spec.name] = module
+    return module
+
+
+def _register_container_backend() -> None:
+    """testinfra runs its commands the way the playbooks' connection (wsgistack_container) does:
+    nsenter into the container with the container's environment, no Docker engine round trip."""
+    import shlex
+
+    import testinfra
+    import testinfra.backend
+    import testinfra.utils.ansible_runner as ansible_runner
+    from testinfra.backend.docker import DockerBackend
+
+    class ContainerBackend(DockerBackend):
+        NAME = "wsgistack-container"
+
+        def run(self, command, *args, **kwargs):
+            cmd = self.get_command(command, *args)
+            pid = _container_connection().container_pid(self.name)
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                variables = [item.decode() for item in handle.read().split(b"\0") if item]
+            user = ["setpriv", f"--reuid={self.user}", "--regid={self.user}", "--init-groups"] if self.user else []
+            prefix = ["nsenter", "--ipc", "--mount", "--net", "--pid", "--uts", f"--target={pid}", "--",
+                      "env", "-i", *variables, *user, "/bin/sh", "-c"]
+            out = self.run_local(" ".join(map(shlex.quote, prefix)).replace("%", "%%") + " %s", cmd)
+            out.command = self.encode(cmd)
+            return out
+
+    globals()["ContainerBackend"] = ContainerBackend
+    # A URL scheme cannot hold "_": testinfra's name for it has a "-".
+    testinfra.backend.BACKENDS["wsgistack-container"] = f"{__name__}.ContainerBackend"
+    if getattr(ansible_runner.get_ansible_host, "wsgistack", False):
+        return
+    original = ansible_runner.get_ansible_host
+
+    def get_ansible_host(config, inventory, host, *args, **kwargs):
+        hostvars = inventory["_meta"].get("hostvars", {}).get(host, {})
+        if hostvars.get("ansible_connection") == "wsgistack_container":
+            return testinfra.get_host(f"wsgistack-container://{hostvars.get('ansible_host', host)}")
+        return original(config, inventory, host, *args, **kwargs)
+
+    get_ansible_host.wsgistack = True
+    ansible_runner.get_ansible_host = get_ansible_host
+
+
+try:
+    _register_container_backend()
+except ImportError:  # unit tests run without testinfra's Docker backend
+    pass
+
 
 def scenario_dir() -> Path:
     return Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])

@@ -1,0 +1,99 @@
+"""Connection to a local test container that enters its namespaces with nsenter.
+
+The scenarios' playbook runs use it instead of `docker exec`: each task then costs one
+fork of nsenter (about 1 ms of CPU) instead of a round trip through the Docker engine,
+containerd and runc (about 30 ms), and modules go over stdin (pipelining). Commands run as
+root with the container's own environment, as `docker exec` gives them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+from ansible.errors import AnsibleConnectionFailure
+from ansible_collections.community.docker.plugins.connection.nsenter import Connection as NsenterConnection
+
+DOCUMENTATION = """
+name: wsgistack_container
+short_description: Run tasks in a local Docker container by entering its namespaces
+description:
+  - Test connection of the project's scenarios; needs root on the container's host.
+author: wsgistack.django maintainers
+options:
+  remote_addr:
+    description: The container's name.
+    default: inventory_hostname
+    vars:
+      - name: inventory_hostname
+      - name: ansible_host
+      - name: ansible_docker_host
+"""
+
+PID_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "wsgistack-containers")
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def _is_container_init(pid: str, container_id: str) -> bool:
+    """True when pid is the container's first process: in its cgroup, its parent outside."""
+    try:
+        if container_id not in _read(f"/proc/{pid}/cgroup"):
+            return False
+        parent = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1]
+        return container_id not in _read(f"/proc/{parent}/cgroup")
+    except (OSError, IndexError):
+        return False
+
+
+def container_pid(name: str) -> str:
+    """The host pid of the container's init, asked of the engine only when it changed."""
+    cached = os.path.join(PID_CACHE, name)
+    try:
+        pid, container_id = _read(cached).split()
+        if _is_container_init(pid, container_id):
+            return pid
+    except (OSError, ValueError):
+        pass
+    result = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}} {{.Id}}", name],
+                            capture_output=True, text=True, check=False)
+    fields = result.stdout.split()
+    if result.returncode != 0 or len(fields) != 2 or fields[0] == "0":
+        raise AnsibleConnectionFailure(f"container {name} is not running: {result.stderr.strip()}")
+    os.makedirs(PID_CACHE, exist_ok=True)
+    partial = f"{cached}.{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(" ".join(fields))
+    os.replace(partial, cached)
+    return fields[0]
+
+
+class Connection(NsenterConnection):
+    transport = "wsgistack_container"
+    # Root needs no password prompt here, so modules can go over stdin.
+    has_pipelining = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._container_env = ""
+
+    def get_option(self, option, hostvars=None):
+        if option == "nsenter_pid":
+            return self._nsenter_pid
+        return super().get_option(option, hostvars)
+
+    def _connect(self):
+        if not self._connected:
+            self._nsenter_pid = container_pid(self.get_option("remote_addr"))
+            # The container's environment, not the controller's.
+            with open(f"/proc/{self._nsenter_pid}/environ", "rb") as handle:
+                variables = [item.decode() for item in handle.read().split(b"\0") if item]
+            self._container_env = " ".join(["env", "-i", *map(shlex.quote, variables)]) + " "
+        return super()._connect()
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        return super().exec_command(self._container_env + cmd, in_data=in_data, sudoable=sudoable)
