@@ -743,7 +743,7 @@ def run_package_test() -> None:
     log(f"Installed {tarball.name} into {PACKAGE_DIR / 'collections'}")
     (PACKAGE_DIR / "site.yml").write_text(PACKAGE_PLAYBOOK)
     (inventory / "hosts.yml").write_text(
-        f"---\nweb:\n  hosts:\n    {PACKAGE_CONTAINER}:\n      ansible_connection: community.docker.docker\n")
+        f"---\nweb:\n  hosts:\n    {PACKAGE_CONTAINER}:\n      ansible_connection: wsgistack_container\n")
     local = (ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml").read_text()
     source = str(ROOT / "examples" / "mysite")
     (inventory / "group_vars" / "all" / "main.yml").write_text(
@@ -752,6 +752,8 @@ def run_package_test() -> None:
         + f"django_app_pip_no_index: {str(os.environ.get('WSGISTACK_WHEELHOUSE_READY') == '1').lower()}\n")
     env = tool_env()
     env["ANSIBLE_COLLECTIONS_PATH"] = str(PACKAGE_DIR / "collections")
+    # The scenarios' connection: nsenter into the container (tests/plugins/connection).
+    env["ANSIBLE_CONNECTION_PLUGINS"] = str(ROOT / "tests" / "plugins" / "connection")
     env.pop("ANSIBLE_CONFIG", None)
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     stop_target(PACKAGE_CONTAINER)  # a leftover one may lack the mounts
