@@ -727,6 +727,35 @@ def build_and_install_collection(target: Path) -> Path:
     return tarball
 
 
+# The local inventory's settings with PostgreSQL on the same host instead of SQLite (the later
+# keys win): the app reaches it through its unix socket, and it listens on no network address.
+PACKAGE_DATABASE = """
+django_app_requirements_file: requirements/production.txt
+django_app_database:
+  engine: postgresql
+  name: mysite
+  user: mysite
+  password: package-test-db-password-3f9a
+  host: localhost
+"""
+
+# Run in the container: the TCP ports something listens on, and the server the app's
+# database connection reaches (a directory for a unix socket).
+PACKAGE_DB_PROBE = r"""
+set -e
+python3 - <<'PY'
+ports = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A":
+            ports.add(int(local.rsplit(":", 1)[1], 16))
+print("listening:", " ".join(map(str, sorted(ports))))
+PY
+/srv/mysite/bin/python -c "import django; django.setup(); from django.db import connection;
+connection.ensure_connection(); print('database host:', connection.connection.info.host)"
+"""
+
 PACKAGE_PLAYBOOK = """---
 - name: The site, from the installed collection
   ansible.builtin.import_playbook: wsgistack.django.site
@@ -735,19 +764,23 @@ PACKAGE_PLAYBOOK = """---
 
 def run_package_test() -> None:
     """The built tarball installs offline elsewhere; its site playbook checks (--check) and then
-    converges a bare container, and a second run changes nothing."""
+    converges a bare container that is its own database host (PostgreSQL on the unix socket
+    only), and a second run changes nothing."""
     shutil.rmtree(PACKAGE_DIR, ignore_errors=True)
     inventory = PACKAGE_DIR / "inventory"
     (inventory / "group_vars" / "all").mkdir(parents=True)
     tarball = build_and_install_collection(PACKAGE_DIR / "collections")
     log(f"Installed {tarball.name} into {PACKAGE_DIR / 'collections'}")
     (PACKAGE_DIR / "site.yml").write_text(PACKAGE_PLAYBOOK)
+    # One server that is also its own database host (groups web and db), as small sites run.
     (inventory / "hosts.yml").write_text(
-        f"---\nweb:\n  hosts:\n    {PACKAGE_CONTAINER}:\n      ansible_connection: wsgistack_container\n")
+        f"---\nweb:\n  hosts:\n    {PACKAGE_CONTAINER}:\n      ansible_connection: wsgistack_container\n"
+        f"db:\n  hosts:\n    {PACKAGE_CONTAINER}:\n")
     local = (ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml").read_text()
     source = str(ROOT / "examples" / "mysite")
     (inventory / "group_vars" / "all" / "main.yml").write_text(
         local.replace('"{{ inventory_dir }}/../../examples/mysite"', f'"{source}"')
+        + PACKAGE_DATABASE
         + f"\n# The test run's wheels (tools/harness.py).\ndjango_app_pip_find_links: {WHEELHOUSE_IN_CONTAINER}\n"
         + f"django_app_pip_no_index: {str(os.environ.get('WSGISTACK_WHEELHOUSE_READY') == '1').lower()}\n")
     env = tool_env()
@@ -772,7 +805,17 @@ def run_package_test() -> None:
         if status != "200" or "release 1" not in body:
             raise HarnessError(f"the packaged site answered {status or 'nothing'}:\n{body[:2000]}")
         log(f"packaged collection converged in {seconds:.0f} s; HTTPS answered {status}")
-        # The same inventory as `make demo`: running it again must change nothing.
+        probe = subprocess.run(["docker", "exec", PACKAGE_CONTAINER, "sh", "-c", PACKAGE_DB_PROBE],
+                               capture_output=True, text=True)
+        listening = re.search(r"^listening:(.*)$", probe.stdout, re.M)
+        host = re.search(r"^database host: (.*)$", probe.stdout, re.M)
+        if probe.returncode != 0 or not listening or "5432" in listening.group(1).split() \
+                or "443" not in listening.group(1).split() \
+                or not host or host.group(1) != "/var/run/postgresql":
+            raise HarnessError("PostgreSQL on the web host should listen on no network address and the app reach it"
+                               f" through /var/run/postgresql:\n{probe.stdout}{probe.stderr}")
+        log(f"PostgreSQL on the host: the app connects through {host.group(1)}; listening on TCP:{listening.group(1)}")
+        # Running the same inventory again must change nothing.
         again, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
         if totals.get("changed", -1) != 0 or totals.get("ok", 0) == 0:
             raise HarnessError(f"a second run of the packaged site.yml was not a no-op: {totals}")

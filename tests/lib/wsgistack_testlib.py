@@ -108,7 +108,7 @@ def scenario_ansible_args() -> list[str]:
 
 
 def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | None = None,
-                 check: bool = False, verbose: bool = False,
+                 check: bool = False, verbose: bool | int = False,
                  inventories: list[str] = (), tags: str | None = None) -> subprocess.CompletedProcess:
     """Run a playbook of the scenario against its instances (and the hosts of `inventories`,
     added to the scenario's inventory), with the scenario's ansible_args as Molecule runs it,
@@ -117,7 +117,8 @@ def run_playbook(playbook: str, extra_vars: dict | None = None, limit: str | Non
            *[arg for inventory in inventories for arg in ("-i", inventory)],
            str(scenario_playbook(playbook)), *scenario_ansible_args()]
     if verbose:
-        cmd.append("-v")
+        # True or 1: -v; 3: -vvv.
+        cmd.append("-" + "v" * int(verbose))
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if limit:

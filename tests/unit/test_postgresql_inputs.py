@@ -18,6 +18,9 @@ CASES = [
     ({"postgresql_users": [{"name": "mysite"}]}, "Users without a password: mysite"),
     ({"postgresql_users": [{"name": "postgres", "password": "x"}]}, "not postgres"),
     ({"postgresql_databases": [{"name": "mysite", "owner": "nobody"}]}, "an owner listed in postgresql_users"),
+    ({"postgresql_hba_entries": [{"type": "local", "address": "10.0.0.5/32"}]}, "(none for local)"),
+    ({"postgresql_hba_entries": [{"type": "host"}]}, "address a CIDR such as"),
+    ({"postgresql_listen_addresses": ["db 1"]}, "or be empty for the unix socket alone"),
 ]
 
 
@@ -34,6 +37,13 @@ def test_good_inputs_pass_and_derive_memory(ansible_run, tmp_path):
     result = check(ansible_run, tmp_path, {})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "changed=0" in result.stdout
+
+
+def test_socket_only_server_passes(ansible_run, tmp_path):
+    """The web host as its own database host: no network address, the app's user by password on the socket."""
+    result = check(ansible_run, tmp_path, {"postgresql_listen_addresses": [],
+                                           "postgresql_hba_entries": [{"type": "local", "database": "mysite", "user": "mysite"}]})
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[1] for c in CASES])

@@ -57,7 +57,7 @@ DEPLOY = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playboo
 STACK = {"wsgistack_stack": "nginx_uwsgi", "wsgistack_tls": "self_signed"}
 
 
-def deploy(extra_vars: dict, verbose: bool = False):
+def deploy(extra_vars: dict, verbose: bool | int = False):
     """playbooks/deploy.yml, as users deploy a new release of mysite (no web server work)."""
     return run_playbook(DEPLOY, extra_vars=STACK | extra_vars, verbose=verbose)
 
@@ -722,3 +722,50 @@ def test_bad_input_fails_before_any_change(case):
         molecule_hosts(), bad, message, variable, [f"{ROOT}/current/_config", f"{ROOT}/shared/wsgi", f"{ROOT}/bin", "/etc/uwsgi"],
         state=current,
     )
+
+
+# A package index with a password, as private indexes are given (the scenario installs from
+# its wheels with --no-index, so the index is never asked).
+INDEX_TOKEN = "s3cret-index-token-8b1f"
+PS_SAMPLER = "while :; do ps -eo args >> /root/wsgistack-ps.log; sleep 0.2; done"
+
+
+def test_no_secret_in_verbose_output_processes_or_files_others_can_read():
+    """Every secret the runs handle (SECRET_KEY, the API token, the superuser's password, a git
+    token and a package index password, both in URLs) appears in none of: the -vvv output of a
+    deploy that makes a release from the private repository, a deploy that fails, a rollback and
+    a converge; the process list, sampled every 0.2 s while they run; any file user nobody can
+    read below /srv, /etc, /var, /run, /tmp, /home and /opt."""
+    hosts = molecule_hosts()
+    secrets = [*SECRETS, GIT_TOKEN, INDEX_TOKEN]
+    index = {"django_app_pip_index_url": f"https://deploy:{INDEX_TOKEN}@pypi.mysite.test/simple/"}
+    for h in hosts:
+        serve_git_over_http(h)
+        h.check_output("systemctl stop wsgistack-ps 2>/dev/null; systemctl reset-failed wsgistack-ps 2>/dev/null;"
+                       f" rm -f /root/wsgistack-ps.log; systemd-run --unit wsgistack-ps --quiet sh -c {shlex.quote(PS_SAMPLER)}")
+    runs = {}
+    try:
+        runs["deploy"] = deploy(git_inputs("main", GIT_HTTP_REPO) | index, verbose=3)
+        runs["failed deploy"] = deploy({"mysite_source_path": release_path("broken")} | index, verbose=3)
+        runs["rollback"] = run_playbook(ROLLBACK, extra_vars=STACK, verbose=3)
+        runs["converge"] = run_playbook("converge.yml", verbose=3)
+    finally:
+        for h in hosts:
+            h.run("systemctl stop wsgistack-ps")
+    for name, result in runs.items():
+        assert (result.returncode != 0) == (name == "failed deploy"), (name, output(result)[-3000:])
+        text = output(result)
+        # -vvv: every command the connection runs is shown.
+        assert "TASK [" in text and "EXEC " in text, text[-2000:]
+        shown = [secret for secret in secrets if secret in text]
+        assert not shown, (name, shown)
+    grep = " ".join(f"-e {shlex.quote(secret)}" for secret in secrets)
+    for h in hosts:
+        samples = h.file("/root/wsgistack-ps.log").content_string
+        assert samples.count("\n") > 50, "the process list was not sampled"
+        assert "ansible" in samples.lower() or "python3" in samples, samples[-2000:]
+        assert not [secret for secret in secrets if secret in samples]
+        readable = h.run(f"runuser -u nobody -- grep -rlsF {grep} /srv /etc /var /run /tmp /home /opt")
+        assert readable.stdout == "", readable.stdout
+        # The same grep finds them where root alone (and the app's group) may read.
+        assert h.run(f"grep -rlsF {grep} {ROOT}/current/_config").stdout.strip() != ""

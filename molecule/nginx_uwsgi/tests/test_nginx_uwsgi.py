@@ -262,7 +262,9 @@ DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body
                    "nginx_uwsgi_access_log_buffer": "32k", "nginx_uwsgi_access_log_flush": "10s",
                    "nginx_uwsgi_tls_protocols": ["TLSv1.3"], "nginx_uwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "hsts_include_subdomains": False,
-                "security_headers": False, "uwsgi_read_timeout": 30, "uwsgi_connect_timeout": 3, "uwsgi_send_timeout": 45}
+                "security_headers": False, "uwsgi_read_timeout": 30, "uwsgi_connect_timeout": 3, "uwsgi_send_timeout": 45,
+                # The request loops come from 127.0.0.1 to 127.0.0.1: they keep being admitted.
+                "listen_addresses": ["127.0.0.1"], "allow": ["127.0.0.1", "10.99.0.0/16"]}
 DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384}
 DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
     "nginx_uwsgi_keepalive_timeout": ("nginx", "keepalive_timeout 65;", "keepalive_timeout 30;"),
@@ -283,6 +285,8 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "uwsgi_read_timeout": ("site", "uwsgi_read_timeout 60s;", "uwsgi_read_timeout 30s;"),
     "uwsgi_connect_timeout": ("site", "uwsgi_connect_timeout 5s;", "uwsgi_connect_timeout 3s;"),
     "uwsgi_send_timeout": ("site", "uwsgi_send_timeout 60s;", "uwsgi_send_timeout 45s;"),
+    "listen_addresses": ("site", "\n    listen 443 ssl", "\n    listen 127.0.0.1:443 ssl"),
+    "allow": ("site", "allow: none", "    allow 127.0.0.1;\n    allow 10.99.0.0/16;\n    deny all;"),
     "harakiri": ("ini", "harakiri = 60", "harakiri = 30"),
     "max_requests": ("ini", "max-requests: none", "max-requests = 500"),
     "buffer_size": ("ini", "buffer-size = 32768", "buffer-size = 16384"),
@@ -296,10 +300,11 @@ def rendered(host) -> dict[str, str]:
     main = next(part for part in nginx if part.startswith("/etc/nginx/nginx.conf:"))
     ini = host.file("/etc/uwsgi/apps/hello.ini").content_string
     page = headers_of(host, f"{HTTPS}/")
+    site = host.file("/etc/nginx/sites-available/hello.conf").content_string
     absent = {"max-requests": "max-requests: none"}
     return {"nginx": "\n".join([main, "" if "gzip on;" in main else "gzip: none",
                                 "" if "map_hash_bucket_size" in main else "extra: none"]),
-            "site": host.file("/etc/nginx/sites-available/hello.conf").content_string,
+            "site": site + ("" if "deny all;" in site else "\nallow: none"),
             "ini": "\n".join([ini, *(shown for option, shown in absent.items() if option not in ini)]),
             "page": page + ("" if "x-content-type-options" in page else "\nsecurity headers: none"),
             "static": headers_of(host, f"{HTTPS}/static/site.css")}

@@ -457,6 +457,10 @@ BAD_INPUTS = [
     ("site_static_expires_day_too_long", NGINX | {"wsgistack_site_options": {"static_expires": "@25h"}}, "static_expires"),
     ("site_static_expires_milliseconds", NGINX | {"wsgistack_site_options": {"static_expires": "10ms"}}, "static_expires"),
     ("app_socket_no_host", NGINX | {"wsgistack_uwsgi_app_options": {"socket": ":3031"}}, "socket"),
+    ("site_listen_host_name", NGINX | {"wsgistack_site_options": {"listen_addresses": ["web1.mysite.test"]}},
+     'listen_addresses must be IP addresses (got ["web1.mysite.test"])'),
+    ("site_allow_bad_prefix", NGINX | {"wsgistack_site_options": {"allow": ["10.0.0.0/40"]}},
+     'allow must be IP addresses or CIDR networks (got ["10.0.0.0/40"])'),
     ("apache_tls_protocol_all", APACHE | {"apache_modwsgi_tls_protocol": "all -SSLv3"},
      "which enables TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"),
     ("secret_environment_password", {"django_app_secret_environment": {"API_TOKEN": "password"}},
@@ -482,6 +486,8 @@ GOOD_INPUTS = [
     ("cdn_static_url_without_scheme", NGINX | {"django_app_static_url": "//cdn.mysite.test/static/"}),
     ("apache_allowed_ipv6", APACHE | {"django_app_allowed_hosts": ["mysite.test", "[::1]"]}),
     ("apache_cdn_static_url", APACHE | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
+    ("site_listen_ipv6_allow_networks", NGINX | {"wsgistack_site_options": {"listen_addresses": ["::1", "127.0.0.1"],
+                                                                          "allow": ["fd00::/8", "10.0.0.0/8", "127.0.0.1"]}}),
 ]
 
 

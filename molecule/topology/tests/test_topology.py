@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from wsgistack_testlib import molecule_hosts, output, put_file, run_playbook, scenario_group_vars
+from wsgistack_testlib import assert_recap, molecule_hosts, output, put_file, run_playbook, scenario_group_vars
 
 testinfra_hosts = ["topology-lb1"]
 
@@ -156,20 +156,37 @@ def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
 
 
 def test_public_private_address_is_refused_before_any_change(host, tmp_path):
-    """A public address for backend traffic is refused in the first play, naming the variable and
-    the way out; nothing changes (the web hosts' site files stay)."""
+    """A public address for backend traffic, a host name and an address the host does not have are
+    each refused in the first play, naming the variable and the way out; nothing changes (the web
+    hosts' site files stay)."""
     web = hosts()["topology-web1"]
     site = web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf")
     inventory = tmp_path / "public.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": {"topology-web1": {"wsgistack_private_address": "93.184.215.14"}}}}))
+    inventory.write_text(json.dumps({"all": {"hosts": {"topology-web1": {"wsgistack_private_address": "93.184.215.14"},
+                                                       "topology-web2": {"wsgistack_private_address": "web2"},
+                                                       "topology-lb1": {"wsgistack_private_address": "10.203.0.77"}}}}))
     result = run_playbook("converge.yml", inventories=[str(inventory)])
     text = output(result)
     assert result.returncode != 0, text
     assert "wsgistack_private_address of topology-web1 is 93.184.215.14, a public address" in text, text
     assert "wsgistack_private_address_public: true" in text, text
+    assert 'wsgistack_private_address must be an IP address (got "web2")' in text, text
+    # A private address the host does not have: nginx could not listen on it.
+    assert "wsgistack_private_address of topology-lb1 is 10.203.0.77, which is not one of its addresses" in text, text
     assert "changed=0" in text and "Nothing was changed on any host" in text, text
     assert web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf") == site
 
+
+
+@pytest.mark.parametrize("limit", ["topology-web1", "lb", "db"])
+def test_site_with_limit_changes_nothing_on_a_converged_topology(limit):
+    """Operators run site.yml on one host or group: the balancer and pg_hba templates still know
+    every host (facts of the hosts outside --limit are gathered), only the limited hosts run,
+    and on a converged topology nothing changes."""
+    expected = {"topology-web1": ["topology-web1"], "lb": ["topology-lb1"], "db": ["topology-db1"]}[limit]
+    result = run_playbook("converge.yml", limit=limit)
+    assert result.returncode == 0, output(result)
+    assert_recap(result, expected, changed=0, failed=0, unreachable=0)
 
 LOAD = r'''
 import http.client, json, os, socket, ssl, sys, time
