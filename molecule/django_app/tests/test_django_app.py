@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import time
 
 import pytest
 from wsgistack_testlib import (
@@ -769,3 +771,93 @@ def test_no_secret_in_verbose_output_processes_or_files_others_can_read():
         assert readable.stdout == "", readable.stdout
         # The same grep finds them where root alone (and the app's group) may read.
         assert h.run(f"grep -rlsF {grep} {ROOT}/current/_config").stdout.strip() != ""
+
+
+# A git server in a container of its own (sshd, user git), reached over SSH with a deploy key.
+GIT_SERVER = "django_app-gitssh"
+
+
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 or not check, (args, result.stderr)
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def git_over_ssh():
+    """The scenario's repository on GIT_SERVER: readable by user git over SSH with the deploy
+    key only. Gives the repository URL, the deploy key and the server's known_hosts line."""
+    instance = molecule_hosts()[0].backend.host
+    image = docker("inspect", "--format", "{{.Config.Image}}", instance)
+    docker("rm", "-f", GIT_SERVER, check=False)
+    docker("run", "-d", "--name", GIT_SERVER, "--hostname", "gitssh", "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
+           "--security-opt", "seccomp=unconfined", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+           "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp", image, "/lib/systemd/systemd")
+    try:
+        deadline = time.monotonic() + 60
+        while docker("exec", GIT_SERVER, "systemctl", "is-system-running", check=False) not in ("running", "degraded"):
+            assert time.monotonic() < deadline, "systemd did not come up in the git server"
+            time.sleep(1)
+        docker("exec", GIT_SERVER, "sh", "-c",
+               "apt-get install -y -q --no-install-recommends openssh-server git >/dev/null"
+               " && useradd -m -s /usr/bin/git-shell -p '*' git && install -d -o git -g git -m 0700 /home/git/.ssh"
+               " && ssh-keygen -q -t ed25519 -N '' -C deploy -f /root/deploy && systemctl restart ssh")
+        with_repo = subprocess.run(f"docker exec {instance} tar -C /srv/git -cf - mysite.git"
+                                   f" | docker exec -i {GIT_SERVER} tar -C /home/git -xf -", shell=True, check=False)
+        assert with_repo.returncode == 0
+        docker("exec", GIT_SERVER, "sh", "-c", "cp /root/deploy.pub /home/git/.ssh/authorized_keys"
+               " && chown -R git:git /home/git && chmod 0600 /home/git/.ssh/authorized_keys")
+        address = docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", GIT_SERVER)
+        host_key = docker("exec", GIT_SERVER, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+        yield {"repo": f"git@{address}:mysite.git", "key": docker("exec", GIT_SERVER, "cat", "/root/deploy"),
+               "known_hosts": f"{address} {' '.join(host_key)}",
+               "other_key": docker("exec", GIT_SERVER, "sh", "-c", "ssh-keygen -q -t ed25519 -N '' -f /tmp/other"
+                                   " && cut -d' ' -f1,2 /tmp/other.pub")}
+    finally:
+        docker("rm", "-f", GIT_SERVER, check=False)
+
+
+def ssh_inputs(server: dict, version: str, known_hosts: str | None = None) -> dict:
+    source = {"type": "git", "repo": server["repo"], "version": version, "ssh_key": server["key"],
+              "ssh_known_hosts": server["known_hosts"] if known_hosts is None else known_hosts}
+    return {"mysite_source": source, "django_app_keep_releases": 3}
+
+
+def test_git_over_ssh_with_a_deploy_key_and_a_pinned_host_key(git_over_ssh):
+    """A private repository on another host over SSH: the deploy key gets the commit the version
+    names; the key is on the host only while git fetches (root's alone) and never in the output.
+    A host key other than the pinned one fails the fetch, saying so and naming the variables, and
+    leaves the live release; a source over SSH without a pinned host key is refused before any change."""
+    hosts = molecule_hosts()
+    key_body = git_over_ssh["key"].splitlines()[1]
+    for version in ("main", "v1.0.0"):
+        result = deploy(ssh_inputs(git_over_ssh, version), verbose=True)
+        text = output(result)
+        assert result.returncode == 0, text
+        assert key_body not in text
+        for h in hosts:
+            assert code_id(current(h)) == git_commit(h, version)[:12]
+            status, body = get(h, "/")
+            assert status == "200" and ("release 2" if version == "main" else "release 1") in body
+            assert h.run("ls -d /tmp/django_app-git-* 2>/dev/null").stdout == ""
+            assert h.run(f"grep -rlsF {shlex.quote(key_body)} /srv /etc /tmp /root /run").stdout == ""
+    again = deploy(ssh_inputs(git_over_ssh, "v1.0.0"))
+    assert again.returncode == 0, output(again)
+    assert_recap(again, changed=0, failed=0)
+    live = {h.backend.host: current(h) for h in hosts}
+    # The server shows a key other than the pinned one (a man in the middle, or a rebuilt server).
+    address = git_over_ssh["known_hosts"].split()[0]
+    wrong = deploy(ssh_inputs(git_over_ssh, "main", f"{address} {git_over_ssh['other_key']}"))
+    text = output(wrong)
+    assert wrong.returncode != 0, text
+    assert "Host key verification failed" in text and "django_app_source.ssh_known_hosts" in text, text
+    assert key_body not in text
+    for h in hosts:
+        assert current(h) == live[h.backend.host]
+        assert h.run("ls -d /tmp/django_app-git-* 2>/dev/null").stdout == ""
+    unpinned = deploy(ssh_inputs(git_over_ssh, "main", ""))
+    text = output(unpinned)
+    assert unpinned.returncode != 0, text
+    assert "a host key is never trusted on first use" in text, text
+    assert "TASK [Prepare the release]" not in text, text
+    assert_recap(unpinned, changed=0, failed=1)
