@@ -665,8 +665,9 @@ def stop_target(name: str) -> None:
 
 
 def converge(inventory: Path, playbook: str, cwd: Path, env: dict[str, str],
-             extra_args: list[str] | None = None) -> tuple[float, dict[str, int]]:
-    """Run a playbook; return its duration and the summed PLAY RECAP counters."""
+             extra_args: list[str] | None = None, shown: list[str] | None = None) -> tuple[float, dict[str, int]]:
+    """Run a playbook; return its duration and the summed PLAY RECAP counters. Its output goes
+    into `shown` when one is given."""
     import re
 
     cmd = ["ansible-playbook", "-i", str(inventory), playbook, *(extra_args or [])]
@@ -674,6 +675,8 @@ def converge(inventory: Path, playbook: str, cwd: Path, env: dict[str, str],
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.monotonic() - started
+    if shown is not None:
+        shown.append(proc.stdout)
     print(proc.stdout[-4000:] if proc.returncode == 0 else proc.stdout)
     if proc.returncode != 0:
         raise HarnessError(f"the playbook failed (exit {proc.returncode}); see the output above")
@@ -729,15 +732,34 @@ def build_and_install_collection(target: Path) -> Path:
 
 # The local inventory's settings with PostgreSQL on the same host instead of SQLite (the later
 # keys win): the app reaches it through its unix socket, and it listens on no network address.
-PACKAGE_DATABASE = """
+PACKAGE_DB_PASSWORD = "package-test-db-password-3f9a"
+PACKAGE_DATABASE = f"""
 django_app_requirements_file: requirements/production.txt
 django_app_database:
   engine: postgresql
   name: mysite
   user: mysite
-  password: package-test-db-password-3f9a
+  password: {PACKAGE_DB_PASSWORD}
   host: localhost
 """
+PACKAGE_PS_SAMPLER = ("rm -f /root/ps.log /root/ps.stop; while [ ! -e /root/ps.stop ]; do ps -eo args >> /root/ps.log;"
+                      " sleep 0.2; done")
+
+
+def package_secret_leaks(output: str, secrets: list[str]) -> list[str]:
+    """Where the package test's secrets show: the run's output, the sampled process list, files
+    that user nobody can read in the container."""
+    leaks = [f"in the output: {secret[:4]}..." for secret in secrets if secret in output]
+    samples = subprocess.run(["docker", "exec", PACKAGE_CONTAINER, "cat", "/root/ps.log"],
+                             capture_output=True, text=True).stdout
+    if samples.count("\n") < 20:
+        leaks.append("the process list was not sampled")
+    leaks += [f"in the process list: {secret[:4]}..." for secret in secrets if secret in samples]
+    grep = ["runuser", "-u", "nobody", "--", "grep", "-rlsF", *[f"-e{secret}" for secret in secrets],
+            "/srv", "/etc", "/var", "/run", "/tmp", "/home", "/opt"]
+    readable = subprocess.run(["docker", "exec", PACKAGE_CONTAINER, *grep], capture_output=True, text=True).stdout
+    leaks += [f"readable by anyone: {path}" for path in readable.split()]
+    return leaks
 
 # Run in the container: the TCP ports something listens on, and the server the app's
 # database connection reaches (a directory for a unix socket).
@@ -800,7 +822,17 @@ def run_package_test() -> None:
         if totals.get("changed", 0) == 0 or totals.get("failed", 0) or untouched.returncode != 0:
             raise HarnessError(f"site.yml --check on the bare host: {totals}, host untouched: {untouched.returncode == 0}")
         log(f"check run on the bare host: {totals.get('changed')} changes reported, none made, in {seconds:.0f} s")
-        seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env)
+        # The first converge with -vvv while the container's process list is sampled: no secret
+        # shows in either, nor in any file user nobody can read afterwards.
+        subprocess.run(["docker", "exec", "-d", PACKAGE_CONTAINER, "sh", "-c", PACKAGE_PS_SAMPLER], check=True)
+        shown: list[str] = []
+        seconds, totals = converge(inventory, "site.yml", PACKAGE_DIR, env, ["-vvv"], shown=shown)
+        subprocess.run(["docker", "exec", PACKAGE_CONTAINER, "touch", "/root/ps.stop"], check=True)
+        secrets = [PACKAGE_DB_PASSWORD, (inventory / ".secrets" / "django_secret_key").read_text().strip()]
+        leaks = package_secret_leaks(shown[0], secrets)
+        if leaks:
+            raise HarnessError("secrets of the first converge were shown: " + "; ".join(leaks))
+        log("first converge (-vvv): no secret in its output, the process list or files others can read")
         status, body = https_answer(PACKAGE_CONTAINER, "mysite.localhost")
         if status != "200" or "release 1" not in body:
             raise HarnessError(f"the packaged site answered {status or 'nothing'}:\n{body[:2000]}")
