@@ -10,7 +10,7 @@ KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END O
 GOOD = {
     "django_app_name": "mysite",
     "django_app_source": {"type": "git", "repo": "git@git.example.com:acme/mysite.git", "version": "main",
-                          "ssh_key": KEY, "ssh_known_hosts": "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"},
+                          "ssh_key": KEY, "ssh_known_hosts": "@cert-authority *.example.com sk-ssh-ed25519@openssh.com AAAAG"},
     "django_app_secret_key": "k" * 40 + "0123456789abcdef",
     "django_app_allowed_hosts": ["mysite.example.com"],
     "django_app_settings_module": "mysite.settings",
@@ -22,6 +22,10 @@ CASES = [
     ({"ssh_key": ""}, "set django_app_source.ssh_key to the deploy key"),
     ({"repo": "ssh://git@git.example.com/acme/mysite.git", "ssh_known_hosts": "ssh-ed25519 AAAA"},
      "django_app_source.ssh_known_hosts to the server's host key"),
+    ({"repo": "git.example.com:acme/mysite.git", "ssh_known_hosts": ""}, "a host key is never trusted on first use"),
+    ({"repo": "git+ssh://git@git.example.com/acme/mysite.git", "ssh_key": ""}, "set django_app_source.ssh_key"),
+    # A source the check refuses is shown without its key.
+    ({"type": "Git"}, '"ssh_key": "***"'),
 ]
 
 

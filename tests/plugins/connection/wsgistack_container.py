@@ -9,7 +9,9 @@ root with the container's own environment, as `docker exec` gives them.
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import stat
 import subprocess
 
 from ansible.errors import AnsibleConnectionFailure
@@ -31,7 +33,9 @@ options:
       - name: ansible_docker_host
 """
 
-PID_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "wsgistack-containers")
+# Root's alone: what is cached here decides which process root enters.
+PID_CACHE = "/run/wsgistack-containers"
+CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _read(path: str) -> str:
@@ -39,19 +43,39 @@ def _read(path: str) -> str:
         return handle.read()
 
 
+def _in_container(pid: str, container_id: str) -> bool:
+    """True when pid's cgroup is the container's (/docker/<id>/... or docker-<id>.scope)."""
+    cgroups = _read(f"/proc/{pid}/cgroup")
+    return f"/docker/{container_id}" in cgroups or f"/docker-{container_id}.scope" in cgroups
+
+
 def _is_container_init(pid: str, container_id: str) -> bool:
     """True when pid is the container's first process: in its cgroup, its parent outside."""
+    if not CONTAINER_ID.match(container_id) or not pid.isdigit():
+        return False
     try:
-        if container_id not in _read(f"/proc/{pid}/cgroup"):
+        if not _in_container(pid, container_id):
             return False
         parent = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1]
-        return container_id not in _read(f"/proc/{parent}/cgroup")
+        return not _in_container(parent, container_id)
     except (OSError, IndexError):
         return False
 
 
+def _private_cache() -> None:
+    """PID_CACHE as a directory of root's that nobody else can write, or an error."""
+    os.makedirs(PID_CACHE, mode=0o700, exist_ok=True)
+    info = os.lstat(PID_CACHE)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+        raise AnsibleConnectionFailure(f"{PID_CACHE} must be a directory of root's with mode 0700")
+
+
 def container_pid(name: str) -> str:
     """The host pid of the container's init, asked of the engine only when it changed."""
+    if os.geteuid() != 0:
+        raise AnsibleConnectionFailure("the wsgistack_container connection enters containers with nsenter and needs root;"
+                                       " as another user set WSGISTACK_CONNECTION=community.docker.docker")
+    _private_cache()
     cached = os.path.join(PID_CACHE, name)
     try:
         pid, container_id = _read(cached).split()
@@ -64,7 +88,8 @@ def container_pid(name: str) -> str:
     fields = result.stdout.split()
     if result.returncode != 0 or len(fields) != 2 or fields[0] == "0":
         raise AnsibleConnectionFailure(f"container {name} is not running: {result.stderr.strip()}")
-    os.makedirs(PID_CACHE, exist_ok=True)
+    if not _is_container_init(*fields):
+        raise AnsibleConnectionFailure(f"container {name}: pid {fields[0]} is not its first process")
     partial = f"{cached}.{os.getpid()}"
     with open(partial, "w", encoding="utf-8") as handle:
         handle.write(" ".join(fields))
@@ -96,4 +121,7 @@ class Connection(NsenterConnection):
         return super()._connect()
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
+        # Connected first: the environment comes from the container, also for the first command.
+        if not self._connected:
+            self._connect()
         return super().exec_command(self._container_env + cmd, in_data=in_data, sudoable=sudoable)
