@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 DOCUMENTATION = r"""
@@ -11,6 +12,8 @@ description:
   - Given a host's variables (C(hostvars[name])), its C(wsgistack_private_address) when the
     inventory sets one, otherwise the IPv4 address of its default route from its gathered facts,
     otherwise an empty string.
+  - An IP address comes back in its canonical form (C(FD00:0::5) gives C(fd00::5)), the form the host's
+    facts list its addresses in.
 positional: _input
 options:
   _input:
@@ -37,7 +40,11 @@ def private_address(host_vars) -> str:
         return ""
     chosen = host_vars.get("wsgistack_private_address")
     if chosen:
-        return str(chosen)
+        # An address in its canonical form (fd00:0::5 is fd00::5), as the host's facts list it.
+        try:
+            return str(ipaddress.ip_address(str(chosen).strip()))
+        except ValueError:
+            return str(chosen)
     facts = host_vars.get("ansible_facts") or {}
     default = facts.get("default_ipv4") or host_vars.get("ansible_default_ipv4") or {}
     return str(default.get("address", "")) if isinstance(default, Mapping) else ""

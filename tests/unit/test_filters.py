@@ -88,6 +88,9 @@ def test_ip_address_and_ip_network(value, address, network):
     ({"wsgistack_private_address": "", "ansible_facts": {"default_ipv4": {"address": "172.18.0.3"}}}, "172.18.0.3"),
     ({}, ""),
     ("not a mapping", ""),
+    # Written another way, an IPv6 address is still the one the host's facts list.
+    ({"wsgistack_private_address": "FD00:0:0::5"}, "fd00::5"),
+    ({"wsgistack_private_address": "web2"}, "web2"),
 ])
 def test_private_address_prefers_the_inventory_then_the_default_route(host_vars, address):
     assert network_filters.private_address(host_vars) == address
