@@ -173,7 +173,9 @@ def test_public_private_address_is_refused_before_any_change(host, tmp_path):
     assert 'wsgistack_private_address must be an IP address (got "web2")' in text, text
     # A private address the host does not have: nginx could not listen on it.
     assert "wsgistack_private_address of topology-lb1 is 10.203.0.77, which is not one of its addresses" in text, text
-    assert "changed=0" in text and "Nothing was changed on any host" in text, text
+    # Every host fails in the first play (db1 too: pg_hba cannot admit "web2"), with nothing changed.
+    assert_recap(result, changed=0, failed=1)
+    assert "TASK [Prepare the release]" not in text and "TASK [Run PostgreSQL" not in text, text
     assert web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf") == site
 
 
