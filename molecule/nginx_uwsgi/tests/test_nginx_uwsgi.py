@@ -263,8 +263,10 @@ DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body
                    "nginx_uwsgi_tls_protocols": ["TLSv1.3"], "nginx_uwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"client_max_body_size": "2m", "static_expires": "7d", "hsts_max_age": 600, "hsts_include_subdomains": False,
                 "security_headers": False, "uwsgi_read_timeout": 30, "uwsgi_connect_timeout": 3, "uwsgi_send_timeout": 45,
-                # The request loops come from 127.0.0.1 to 127.0.0.1: they keep being admitted.
-                "listen_addresses": ["127.0.0.1"], "allow": ["127.0.0.1", "10.99.0.0/16"]}
+                # IPv4 only, on the wildcard address hello2 shares (a site on a given address takes
+                # every request to that address and port from the sites on the wildcard); the
+                # request loops come from 127.0.0.1: they keep being admitted.
+                "listen_addresses": ["0.0.0.0"], "allow": ["127.0.0.1", "10.99.0.0/16"]}
 DAY_TWO_APP = {"harakiri": 30, "max_requests": 500, "buffer_size": 16384}
 DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore, shown while changed)
     "nginx_uwsgi_keepalive_timeout": ("nginx", "keepalive_timeout 65;", "keepalive_timeout 30;"),
@@ -285,7 +287,7 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "uwsgi_read_timeout": ("site", "uwsgi_read_timeout 60s;", "uwsgi_read_timeout 30s;"),
     "uwsgi_connect_timeout": ("site", "uwsgi_connect_timeout 5s;", "uwsgi_connect_timeout 3s;"),
     "uwsgi_send_timeout": ("site", "uwsgi_send_timeout 60s;", "uwsgi_send_timeout 45s;"),
-    "listen_addresses": ("site", "\n    listen 443 ssl", "\n    listen 127.0.0.1:443 ssl"),
+    "listen_addresses": ("site", "\n    listen 443 ssl", "\n    listen 0.0.0.0:443 ssl"),
     "allow": ("site", "allow: none", "    allow 127.0.0.1;\n    allow 10.99.0.0/16;\n    deny all;"),
     "harakiri": ("ini", "harakiri = 60", "harakiri = 30"),
     "max_requests": ("ini", "max-requests: none", "max-requests = 500"),
