@@ -48,9 +48,9 @@ def _register_container_backend() -> None:
 
         def run(self, command, *args, **kwargs):
             cmd = self.get_command(command, *args)
-            pid = _container_connection().container_pid(self.name)
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                variables = [item.decode() for item in handle.read().split(b"\0") if item]
+            connection = _container_connection()
+            pid = connection.container_pid(self.name)
+            variables = connection.container_environment(pid)
             user = ["setpriv", f"--reuid={self.user}", "--regid={self.user}", "--init-groups"] if self.user else []
             prefix = ["nsenter", "--ipc", "--mount", "--net", "--pid", "--uts", f"--target={pid}", "--",
                       "env", "-i", *variables, *user, "/bin/sh", "-c"]

@@ -97,6 +97,12 @@ def container_pid(name: str) -> str:
     return fields[0]
 
 
+def container_environment(pid: str) -> list[str]:
+    """The environment of the container's first process (NAME=value each), what `docker exec` gives."""
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        return [item.decode() for item in handle.read().split(b"\0") if item]
+
+
 class Connection(NsenterConnection):
     transport = "wsgistack_container"
     # Root needs no password prompt here, so modules can go over stdin.
@@ -115,8 +121,7 @@ class Connection(NsenterConnection):
         if not self._connected:
             self._nsenter_pid = container_pid(self.get_option("remote_addr"))
             # The container's environment, not the controller's.
-            with open(f"/proc/{self._nsenter_pid}/environ", "rb") as handle:
-                variables = [item.decode() for item in handle.read().split(b"\0") if item]
+            variables = container_environment(self._nsenter_pid)
             self._container_env = " ".join(["env", "-i", *map(shlex.quote, variables)]) + " "
         return super()._connect()
 
