@@ -632,9 +632,9 @@ def start_package_caches() -> None:
 DEMO_CONTAINER = "wsgistack-demo"
 PACKAGE_CONTAINER = "wsgistack-pkgtest"
 PACKAGE_DIR = STATE_DIR / "package-test"
-# The same systemd flags as the Molecule platforms (.config/molecule/config.yml).
+# The same systemd flags as the Molecule platforms that run site.yml (NET_ADMIN: the host firewall).
 SYSTEMD_FLAGS = [
-    "--cap-add", "SYS_ADMIN", "--cgroupns", "host", "--security-opt", "seccomp=unconfined",
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cgroupns", "host", "--security-opt", "seccomp=unconfined",
     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
 ]
 

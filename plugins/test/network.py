@@ -13,12 +13,19 @@ description:
   - C(private_ip) is true for an address that is not routed on the public internet (RFC 1918, unique
     local IPv6, the shared 100.64.0.0/10 range); loopback, link-local, multicast and the unspecified
     address are not.
+  - C(in_networks) is true for an address inside one of the networks (or addresses) it is given.
+  - C(bad_networks) is true for a value that is not a list of addresses and networks.
+  - C(port_range) is true for a port (C(443)) or a range of ports (C("8000-8010")) from 1 to 65535.
 positional: _input
 options:
   _input:
     description: The value.
     type: raw
     required: true
+  networks:
+    description: For C(in_networks), the networks.
+    type: list
+    elements: str
 """
 
 EXAMPLES = r"""
@@ -66,6 +73,32 @@ def private_ip(value) -> bool:
     return address.is_private or address in SHARED
 
 
+def in_networks(value, networks) -> bool:
+    address = _address(value)
+    if address is None or isinstance(networks, str) or bad_networks(networks):
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def bad_networks(value) -> bool:
+    return not isinstance(value, list) or not all(ip_network(network) for network in value)
+
+
+def port_range(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 1 <= value <= 65535
+    if not isinstance(value, str):
+        return False
+    low, dash, high = value.partition("-")
+    if not low.isdigit() or (dash and not high.isdigit()):
+        return False
+    ports = [int(low), int(high)] if dash else [int(low)]
+    return all(1 <= port <= 65535 for port in ports) and ports == sorted(ports)
+
+
 class TestModule:
     def tests(self):
-        return {"ip_address": ip_address, "ip_network": ip_network, "private_ip": private_ip}
+        return {"ip_address": ip_address, "ip_network": ip_network, "private_ip": private_ip,
+                "in_networks": in_networks, "bad_networks": bad_networks, "port_range": port_range}

@@ -94,3 +94,29 @@ def test_ip_address_and_ip_network(value, address, network):
 ])
 def test_private_address_prefers_the_inventory_then_the_default_route(host_vars, address):
     assert network_filters.private_address(host_vars) == address
+
+
+@pytest.mark.parametrize(("address", "networks", "inside"), [
+    ("172.18.0.1", ["172.18.0.1"], True), ("172.18.0.1", ["172.16.0.0/12"], True),
+    ("172.18.0.1", ["192.0.2.0/24", "172.18.0.0/16"], True), ("172.18.0.1", ["192.0.2.0/24"], False),
+    ("2001:db8::7", ["2001:db8::/32"], True), ("2001:db8::7", ["10.0.0.0/8"], False),
+    ("10.0.0.1", [], False), ("10.0.0.1", "10.0.0.1", False), ("10.0.0.1", ["10.0.0.300"], False), ("", ["0.0.0.0/0"], False),
+])
+def test_in_networks(address, networks, inside):
+    assert network_tests.in_networks(address, networks) is inside
+
+
+@pytest.mark.parametrize(("value", "bad"), [
+    ([], False), (["10.0.0.0/8", "fd00::/8", "192.0.2.7"], False), ("10.0.0.5", True), (["10.0.0.0/33"], True),
+    (["web1"], True), (None, True),
+])
+def test_bad_networks(value, bad):
+    assert network_tests.bad_networks(value) is bad
+
+
+@pytest.mark.parametrize(("value", "valid"), [
+    (443, True), ("443", True), ("8000-8010", True), (1, True), (65535, True), (0, False), (70000, False),
+    ("8010-8000", False), ("80-", False), ("-80", False), ("http", False), (True, False), (None, False), ("1-65536", False),
+])
+def test_port_range(value, valid):
+    assert network_tests.port_range(value) is valid

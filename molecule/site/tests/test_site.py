@@ -3,8 +3,11 @@ code-only releases with playbooks/deploy.yml, and the production rules."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,65 @@ def test_site_answers_over_https_with_its_static_css(host):
     assert ("server: nginx" if stack(host) == "nginx_uwsgi" else "server: apache") in page
     plain = host.run("curl -s -o /dev/null -w '%{http_code}' --resolve mysite.test:80:127.0.0.1 http://mysite.test/")
     assert plain.stdout == "301"
+
+
+def network_address(container: str) -> tuple[str, str]:
+    """A container's address, and its network's gateway: the address the controller connects from."""
+    found = subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", container],
+                           capture_output=True, text=True, check=True)
+    network = next(iter(json.loads(found.stdout).values()))
+    return network["IPAddress"], network["Gateway"]
+
+
+def answers(address: str, port: int) -> bool:
+    """Whether a TCP connection from the controller is answered (the firewall drops, so no answer
+    in 3 s means dropped)."""
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_firewall_admits_the_site_and_what_the_inventory_adds():
+    """A single host admits HTTP and HTTPS from anywhere and drops the rest (a server listening on
+    port 8081 gets no connection). Day two, on one host: a rule for 8081 from the controller
+    (wsgistack_firewall_rules, which site.yml adds to the role's firewall_rules) (with
+    an IPv6 network, and a UDP rule) and another SSH port open them; firewall_enabled: false removes
+    the firewall; the next run puts it back. The site answers from the controller all the while."""
+    name = next(h for h in molecule_hosts() if stack(h) == "apache_daemon").backend.host
+    h = next(x for x in molecule_hosts() if x.backend.host == name)
+    address, controller = network_address(name)
+    h.check_output("systemd-run --unit wsgistack-probe python3 -m http.server 8081")
+    try:
+        assert wait_for(lambda: h.run("curl -s -o /dev/null http://127.0.0.1:8081/").rc == 0, timeout=20)
+        assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == (True, True, False)
+        table = h.check_output("nft list table inet wsgistack_firewall")
+        assert "policy drop;" in table and 'tcp dport 22 accept comment "ssh"' in table, table
+        rules = h.file("/etc/wsgistack/firewall.nft")
+        assert (rules.user, rules.mode) == ("root", 0o600) and h.service("wsgistack-firewall").is_enabled
+        opened = run_playbook("converge.yml", limit=name, tags="firewall", extra_vars={
+            "firewall_ssh_port": 2222,
+            "wsgistack_firewall_rules": [{"name": "probe", "port": 8081, "sources": [controller, "fd00:1::/64"]},
+                                         {"name": "syslog", "port": "5514-5515", "proto": "udp"}]})
+        assert opened.returncode == 0, output(opened)
+        table = h.check_output("nft list table inet wsgistack_firewall")
+        assert (answers(address, 443), answers(address, 8081)) == (True, True)
+        assert f"ip saddr {controller} tcp dport 8081 accept" in table, table
+        assert "ip6 saddr fd00:1::/64 tcp dport 8081 accept" in table, table
+        assert "udp dport 5514-5515 accept" in table and "tcp dport 2222 accept" in table and "dport 22 " not in table, table
+        off = run_playbook("converge.yml", limit=name, tags="firewall", extra_vars={"firewall_enabled": False})
+        assert off.returncode == 0, output(off)
+        assert h.run("nft list table inet wsgistack_firewall").rc != 0
+        assert not h.file("/etc/wsgistack/firewall.nft").exists
+        assert not h.file("/etc/systemd/system/wsgistack-firewall.service").exists
+        assert (answers(address, 443), answers(address, 8081)) == (True, True)
+        on = run_playbook("converge.yml", limit=name, tags="firewall")
+        assert on.returncode == 0, output(on)
+        assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == (True, True, False)
+        assert h.service("wsgistack-firewall").is_enabled
+    finally:
+        h.run("systemctl stop wsgistack-probe")
 
 
 def test_collected_static_files_are_roots_and_the_app_cannot_change_them(host):
@@ -465,6 +527,11 @@ BAD_INPUTS = [
      "which enables TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"),
     ("secret_environment_password", {"django_app_secret_environment": {"API_TOKEN": "password"}},
      "django_app_secret_environment.API_TOKEN still holds"),
+    ("firewall_rule", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 70000}]},
+     "Each firewall_rules entry needs a name"),
+    ("firewall_rule_sources", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": "10.0.0.5"}]},
+     '"sources": "10.0.0.5"'),
+    ("firewall_ssh_sources", {"firewall_ssh_sources": ["10.0.0.300/24"]}, "firewall_ssh_sources must list IP addresses"),
     ("supervisor_inet_placeholder", NGINX | {"supervisor_inet_http_server_enabled": True,
                                              "supervisor_inet_http_server_username": "admin",
                                              "supervisor_inet_http_server_password": "changeme"},
@@ -486,6 +553,8 @@ GOOD_INPUTS = [
     ("cdn_static_url_without_scheme", NGINX | {"django_app_static_url": "//cdn.mysite.test/static/"}),
     ("apache_allowed_ipv6", APACHE | {"django_app_allowed_hosts": ["mysite.test", "[::1]"]}),
     ("apache_cdn_static_url", APACHE | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
+    ("firewall_ipv6_and_ranges", {"firewall_ssh_sources": ["0.0.0.0/0", "::/0"], "wsgistack_firewall_rules": [
+        {"name": "metrics", "port": "9100-9102", "proto": "udp", "sources": ["fd00::/8", "10.0.0.5"]}]}),
     ("site_listen_ipv6_allow_networks", NGINX | {"wsgistack_site_options": {"listen_addresses": ["::1", "127.0.0.1"],
                                                                           "allow": ["fd00::/8", "10.0.0.0/8", "127.0.0.1"]}}),
 ]
@@ -508,7 +577,8 @@ def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_p
     inventory.write_text(yaml.safe_dump({"all": {"children": {
         "molecule": {"hosts": dict.fromkeys(aliases)}, "web": {"hosts": dict.fromkeys(aliases)},
         "nginx_uwsgi": {"hosts": aliases}}}}))
-    paths = [f"{ROOT}/current/_config", f"{ROOT}/shared/wsgi", "/etc/nginx", "/etc/apache2", "/etc/uwsgi", "/etc/supervisor"]
+    paths = [f"{ROOT}/current/_config", f"{ROOT}/shared/wsgi", "/etc/nginx", "/etc/apache2", "/etc/uwsgi", "/etc/supervisor",
+             "/etc/wsgistack"]
     state = {h: ([tree_checksums(h, p) for p in paths], current(h), server_pids(h)) for h in hosts}
     loops = one_host_per_stack(hosts)
     pages = {h.backend.host: get(h, "/") for h in loops}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from wsgistack_testlib import assert_recap, molecule_hosts, output, put_file, run_playbook, scenario_group_vars
+from wsgistack_testlib import assert_recap, molecule_hosts, output, put_file, recap, run_playbook, scenario_group_vars
 
 testinfra_hosts = ["topology-lb1"]
 
@@ -62,11 +62,9 @@ def test_both_web_hosts_share_one_database_through_the_balancer(host):
 
 
 def test_database_accepts_only_the_web_hosts(host):
-    refused = host.run(f"PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
-    assert refused.rc != 0 and "no pg_hba.conf entry" in refused.stderr, refused.stderr
-    web = hosts()["topology-web1"]
-    allowed = web.run(f"PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
-    assert allowed.rc == 0 and allowed.stdout.strip() == "1", allowed.stderr
+    # lb1's packets are dropped by db1's firewall (see below for pg_hba.conf on its own).
+    assert "timeout expired" in database_answer(host)
+    assert database_answer(hosts()["topology-web1"]) == "1"
     # Passwords are stored as scram verifiers.
     db = hosts()["topology-db1"]
     stored = db.check_output("runuser -u postgres -- psql -tAc \"select rolpassword from pg_authid where rolname='mysite'\"")
@@ -74,56 +72,133 @@ def test_database_accepts_only_the_web_hosts(host):
 
 
 def web_answer(client, target: str = "web1") -> tuple[str, str]:
-    """A request for the site to a web host's backend port (plain HTTP), from another host."""
-    result = client.run(f"curl -s --max-time 10 -H 'Host: mysite.test' -w '\\n%{{http_code}}' http://{target}/health/")
+    """A request for the site to a web host's backend port (plain HTTP), from another host;
+    status 000 when the connection is not even answered."""
+    result = client.run(f"curl -s --connect-timeout 3 --max-time 10 -H 'Host: mysite.test' -w '\\n%{{http_code}}' "
+                        f"http://{target}/health/")
     body, _, status = result.stdout.rpartition("\n")
     return status, body
 
 
-def test_backend_admits_only_the_balancers(host):
-    """lb1 reaches web1's backend; db1 and a container that is not in the inventory, on the
-    same network, get 403 from nginx before Django (which would take them for HTTPS) and are
-    refused by PostgreSQL too. web1's site listens on its private address and loopback only."""
-    status, body = web_answer(host)
-    assert status == "200" and body.startswith("ok ") and body.endswith(" web1"), (status, body)
-    db = hosts()["topology-db1"]
-    status, body = web_answer(db)
-    assert status == "403" and "ok " not in body, (status, body)
-    web = hosts()["topology-web1"]
-    address = web.check_output("hostname -i").split()[0]
-    site = web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
-    assert re.findall(r"^\s*listen ([^;]+);", site, re.M) == [f"{address}:80", "127.0.0.1:80"], site
-    lb_address = host.check_output("hostname -i").split()[0]
-    assert re.findall(r"^\s*(allow|deny) ([^;]+);", site, re.M) == [
-        ("allow", lb_address), ("allow", "127.0.0.1"), ("deny", "all")], site
-    # A host on the network that the inventory does not list (the base image has Python only):
-    # an HTTP request to web1, and a TLS startup message to db1's PostgreSQL.
-    outsider = subprocess.run(
+def database_answer(client) -> str:
+    """What db1's PostgreSQL answers a login with the app's password, from another host."""
+    result = client.run(f"PGCONNECT_TIMEOUT=3 PGPASSWORD={DB_PASSWORD} psql -h db1 -U mysite -d mysite -tAc 'select 1'")
+    return result.stdout.strip() if result.rc == 0 else result.stderr
+
+
+def outsider(probes: list[tuple[str, str, int]]) -> list[str]:
+    """What a container that is not in the inventory, on the same network, gets from each probe
+    (kind, host, port): an HTTP status for the site, PostgreSQL's first answer, a server's first
+    bytes, or "timeout" when nothing answers (the base image has Python only)."""
+    result = subprocess.run(
         ["docker", "run", "--rm", "--network", "wsgistack-topology", "--entrypoint", "python3",
-         os.environ.get("WSGISTACK_IMAGE_1", "wsgistack/systemd:debian12"), "-c", OUTSIDER],
+         os.environ.get("WSGISTACK_IMAGE_1", "wsgistack/systemd:debian12"), "-c", OUTSIDER, json.dumps(probes)],
         capture_output=True, text=True, timeout=120)
-    web_status, _, database = outsider.stdout.partition("\n")
-    assert web_status == "403", outsider
-    assert "no pg_hba.conf entry" in database, outsider
+    assert result.returncode == 0, result
+    return json.loads(result.stdout)
 
 
 OUTSIDER = r"""
-import socket, ssl, struct, urllib.error, urllib.request
-try:
-    print(urllib.request.urlopen(urllib.request.Request("http://web1/health/", headers={"Host": "mysite.test"}),
-                                 timeout=10).status)
-except urllib.error.HTTPError as error:
-    print(error.code)
-sock = socket.create_connection(("db1", 5432), timeout=10)
-sock.sendall(struct.pack("!ii", 8, 80877103))
-if sock.recv(1) == b"S":
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    sock = context.wrap_socket(sock, server_hostname="db1")
-params = b"user\0mysite\0database\0mysite\0\0"
-sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-print(sock.recv(4096).decode(errors="replace"))
+import json, socket, ssl, struct, sys, urllib.error, urllib.request
+def probe(kind, host, port):
+    try:
+        sock = socket.create_connection((host, port), timeout=3)
+    except TimeoutError:
+        return "timeout"
+    except OSError as error:
+        return f"refused: {error}"
+    sock.settimeout(10)
+    if kind == "http":
+        sock.close()
+        try:
+            return str(urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/health/",
+                                                                     headers={"Host": "mysite.test"}), timeout=10).status)
+        except urllib.error.HTTPError as error:
+            return str(error.code)
+    if kind == "pg":
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        if sock.recv(1) == b"S":
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            sock = context.wrap_socket(sock, server_hostname=host)
+        params = b"user\0mysite\0database\0mysite\0\0"
+        sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+    return sock.recv(4096).decode(errors="replace")
+print(json.dumps([probe(*p) for p in json.loads(sys.argv[1])]))
 """
+
+# Every path the topology does not use: db1 and an outsider to web1's backend, lb1 and an outsider
+# to db1's PostgreSQL. lb1 -> web1 and web1 -> db1 are the paths it uses.
+OUTSIDER_PROBES = [("http", "web1", 80), ("pg", "db1", 5432)]
+
+
+def unused_paths(lb) -> dict:
+    db = hosts()["topology-db1"]
+    web_status, database = outsider(OUTSIDER_PROBES)
+    return {"db1 -> web1": web_answer(db)[0], "lb1 -> db1": database_answer(lb),
+            "outsider -> web1": web_status, "outsider -> db1": database}
+
+
+def used_paths(lb) -> tuple:
+    web = hosts()["topology-web1"]
+    return web_answer(lb)[0], database_answer(web)
+
+
+def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_use(host):
+    """lb1 reaches web1's backend and web1 reaches db1. Every other path is refused twice: the
+    firewall drops it (nothing answers), and with the firewalls of web1 and db1 stopped, nginx's
+    allow-list (403 before Django, which would take the request for HTTPS) and pg_hba.conf still
+    refuse it; with those allow-lists opened by hand, the firewall alone still drops it. The next
+    site.yml run puts back what was changed by hand."""
+    web, db = hosts()["topology-web1"], hosts()["topology-db1"]
+    used = ("200", "1")
+    assert used_paths(host) == used
+    both = unused_paths(host)
+    assert both["db1 -> web1"] == "000" and both["outsider -> web1"] == "timeout", both
+    assert "timeout expired" in both["lb1 -> db1"] and both["outsider -> db1"] == "timeout", both
+    for h in (web, db):
+        table = h.check_output("nft list table inet wsgistack_firewall")
+        assert "policy drop;" in table, table
+        assert h.service("wsgistack-firewall").is_enabled
+        rules = h.file("/etc/wsgistack/firewall.nft")
+        assert (rules.user, rules.mode) == ("root", 0o600)
+    lb_address = host.check_output("hostname -i").split()[0]
+    assert f"ip saddr {lb_address} tcp dport 80 accept" in web.check_output("nft list table inet wsgistack_firewall")
+    # The services' own allow-lists, with the firewalls stopped.
+    for h in (web, db):
+        h.check_output("systemctl stop wsgistack-firewall")
+    try:
+        service_only = unused_paths(host)
+        assert used_paths(host) == used
+    finally:
+        for h in (web, db):
+            h.check_output("systemctl start wsgistack-firewall")
+    assert service_only["db1 -> web1"] == "403" and service_only["outsider -> web1"] == "403", service_only
+    assert "no pg_hba.conf entry" in service_only["lb1 -> db1"], service_only
+    assert "no pg_hba.conf entry" in service_only["outsider -> db1"], service_only
+    site = web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
+    address = web.check_output("hostname -i").split()[0]
+    assert re.findall(r"^\s*listen ([^;]+);", site, re.M) == [f"{address}:80", "127.0.0.1:80"], site
+    assert re.findall(r"^\s*(allow|deny) ([^;]+);", site, re.M) == [
+        ("allow", lb_address), ("allow", "127.0.0.1"), ("deny", "all")], site
+    # The firewalls alone, with the allow-lists opened by hand.
+    web.check_output(r"sed -i -E '/^\s*(allow|deny) /d' /etc/nginx/sites-available/mysite.conf"
+                     " && nginx -t && systemctl reload nginx")
+    hba = db.check_output("runuser -u postgres -- psql -tAc 'show hba_file'")
+    db.check_output(f"echo 'hostssl all all 0.0.0.0/0 scram-sha-256' >> {hba}"
+                    " && runuser -u postgres -- psql -tAc 'select pg_reload_conf()'")
+    firewall_only = unused_paths(host)
+    assert used_paths(host) == used
+    assert firewall_only == both, firewall_only
+    assert "deny" not in web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
+    # The next run puts both allow-lists back (and nothing else changes).
+    healed = run_playbook("converge.yml", limit="topology-web1:topology-db1")
+    assert healed.returncode == 0, output(healed)
+    assert recap(healed)["topology-web1"]["changed"] > 0 and recap(healed)["topology-db1"]["changed"] > 0, output(healed)
+    assert web.file("/etc/nginx/sites-enabled/mysite.conf").content_string == site
+    assert "0.0.0.0/0" not in db.file(hba).content_string
+    service_check = web_answer(db)[0]
+    assert service_check == "000" and used_paths(host) == used
 
 
 def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
@@ -155,6 +230,59 @@ def test_database_connection_is_tls_verified_against_the_deployment_ca(host):
     assert right.rc == 0 and right.stdout.strip() == "1", right.stderr
 
 
+@pytest.fixture
+def newer_database_server():
+    """A PostgreSQL server newer than the web hosts' client (Debian 13's, on the scenario's
+    network as pg-newer), with the app's user and an empty database."""
+    name = "topology-pg-newer"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", name, "--hostname", "pg-newer", "--network", "wsgistack-topology",
+                    "--network-alias", "pg-newer", "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
+                    "--security-opt", "seccomp=unconfined", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+                    os.environ.get("WSGISTACK_IMAGE_2", "wsgistack/systemd:debian13"), "/lib/systemd/systemd"],
+                   check=True, capture_output=True)
+    setup = (
+        "apt-get install -y -q postgresql >/dev/null && version=$(ls /etc/postgresql) && "
+        "echo \"listen_addresses = '*'\" > /etc/postgresql/$version/main/conf.d/listen.conf && "
+        "echo 'hostssl all all 0.0.0.0/0 scram-sha-256' >> /etc/postgresql/$version/main/pg_hba.conf && "
+        "systemctl restart postgresql && "
+        f"runuser -u postgres -- psql -c \"create user mysite password '{DB_PASSWORD}'\" && "
+        "runuser -u postgres -- createdb -O mysite mysite && echo $version")
+    try:
+        version = subprocess.run(["docker", "exec", name, "sh", "-c", setup], capture_output=True, text=True,
+                                 timeout=600, check=True).stdout.split()[-1]
+        yield version
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_backup_from_a_newer_database_server_stops_before_migrating_and_says_why(host, newer_database_server):
+    """web1's PostgreSQL client is older than the server its app is pointed at, and no newer
+    client can be installed from the host's package sources: the deploy stops at the backup,
+    before migrating, naming both versions and the two ways out (no password shown); the live
+    release, its database and the site through lb1 are as before."""
+    web = hosts()["topology-web1"]
+    client = web.check_output("ls /usr/lib/postgresql")
+    live = web.check_output("readlink /srv/mysite/current")
+    newer = INPUTS["django_app_database"] | {"host": "pg-newer"}
+    result, load = under_load(host, lambda: run_playbook(
+        DEPLOY, limit="topology-web1", extra_vars={"django_app_database": newer, "django_app_database_ca_certificate": ""}))
+    text = output(result)
+    assert result.returncode != 0, text
+    assert (f"The database server runs PostgreSQL {newer_database_server}, and the newest pg_dump on topology-web1"
+            f" is {client} (pg_dump cannot dump a newer server)") in text, text
+    assert f"Install postgresql-client-{newer_database_server} on the host" in text, text
+    assert "django_app_backup_before_migrate: false" in text and DB_PASSWORD not in text, text
+    assert "TASK [wsgistack.django.django_app : Apply migrations]" not in text, text
+    assert web.check_output("readlink /srv/mysite/current") == live
+    assert load["requests"] > 10 and load["failures"] == 0, load
+    tables = subprocess.run(["docker", "exec", "topology-pg-newer", "runuser", "-u", "postgres", "--", "psql", "-tAc",
+                             "select count(*) from pg_tables where schemaname = 'public'", "mysite"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert tables == "0"
+
+
 def test_public_private_address_is_refused_before_any_change(host, tmp_path):
     """A public address for backend traffic, a host name and an address the host does not have are
     each refused in the first play, naming the variable and the way out; nothing changes (the web
@@ -178,6 +306,67 @@ def test_public_private_address_is_refused_before_any_change(host, tmp_path):
     assert "TASK [Prepare the release]" not in text and "TASK [Run PostgreSQL" not in text, text
     assert web.check_output("sha256sum /etc/nginx/sites-available/mysite.conf") == site
 
+
+
+def network_address(container: str) -> tuple[str, str]:
+    """A container's address on the scenario's network, and that network's gateway: the address
+    the controller's connections come from."""
+    found = subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", container],
+                           capture_output=True, text=True, check=True)
+    network = json.loads(found.stdout)["wsgistack-topology"]
+    return network["IPAddress"], network["Gateway"]
+
+
+@pytest.fixture(scope="module")
+def over_ssh(host, tmp_path_factory):
+    """An inventory in which Ansible reaches lb1 over SSH (a key of this test's own), not nsenter."""
+    directory = tmp_path_factory.mktemp("ssh")
+    key = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    host.check_output("install -d -m 0700 /root/.ssh && systemctl enable --now ssh")
+    put_file(host, "/root/.ssh/authorized_keys", (directory / "id_ed25519.pub").read_text(), mode="0600")
+    address, gateway = network_address("topology-lb1")
+    inventory = directory / "ssh.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"topology-lb1": {
+        "ansible_connection": "ssh", "ansible_host": address, "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}))
+    return str(inventory), gateway
+
+
+def test_firewall_keeps_ansibles_ssh_connection_through_rule_changes(host, over_ssh):
+    """site.yml on lb1 over SSH: SSH restricted to the controller's address and a new port opened,
+    then everything back, each in one run whose connection stays up; meanwhile a host that is not
+    the controller gets no SSH answer. SSH sources that leave out the controller are refused in
+    the first play, naming the variable and the address, with nothing changed."""
+    inventory, controller = over_ssh
+    assert outsider([("tcp", "lb1", 22)])[0].startswith("SSH-2.0-")
+    restricted = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory], extra_vars={
+        "firewall_ssh_sources": [controller],
+        "wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": ["10.9.0.0/16", "fd00:9::/64"]}]})
+    text = output(restricted)
+    assert restricted.returncode == 0, text
+    assert "ESTABLISH SSH CONNECTION" in text or "topology-lb1" in text
+    assert_recap(restricted, ["topology-lb1"], failed=0, unreachable=0)
+    assert recap(restricted)["topology-lb1"]["changed"] > 0, text
+    table = host.check_output("nft list table inet wsgistack_firewall")
+    assert f"ip saddr {controller} tcp dport 22 accept" in table, table
+    assert "ip6 saddr fd00:9::/64 tcp dport 9100 accept" in table, table
+    assert outsider([("tcp", "lb1", 22)]) == ["timeout"]
+    back = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory])
+    assert back.returncode == 0, output(back)
+    assert_recap(back, ["topology-lb1"], failed=0, unreachable=0)
+    assert "9100" not in host.check_output("nft list table inet wsgistack_firewall")
+    assert outsider([("tcp", "lb1", 22)])[0].startswith("SSH-2.0-")
+    before = host.check_output("sha256sum /etc/wsgistack/firewall.nft")
+    locked_out = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory],
+                              extra_vars={"firewall_ssh_sources": ["192.0.2.0/24"]})
+    text = output(locked_out)
+    assert locked_out.returncode != 0, text
+    assert (f"firewall_ssh_sources (192.0.2.0/24) does not include {controller}, the address Ansible connects"
+            " to topology-lb1 from") in text, text
+    assert_recap(locked_out, ["topology-lb1"], changed=0, failed=1)
+    assert host.check_output("sha256sum /etc/wsgistack/firewall.nft") == before
 
 
 @pytest.mark.parametrize("limit", ["topology-web1", "lb", "db"])
@@ -284,6 +473,10 @@ def test_site_answers_with_one_web_host_stopped(host):
     while time.monotonic() < deadline and served_by(host, 10) != {"web1", "web2"}:
         time.sleep(2)
     assert served_by(host, 20) == {"web1", "web2"}
+    # Its firewall came back with it (the unit loads it at boot).
+    web2 = hosts()["topology-web2"]
+    assert "policy drop;" in web2.check_output("nft list table inet wsgistack_firewall")
+    assert outsider([("http", "web2", 80)]) == ["timeout"]
 
 
 def test_rollback_rolls_one_web_host_at_a_time_without_failed_requests(rolling_deploy, host):
