@@ -532,6 +532,9 @@ BAD_INPUTS = [
     ("firewall_rule_sources", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": "10.0.0.5"}]},
      '"sources": "10.0.0.5"'),
     ("firewall_ssh_sources", {"firewall_ssh_sources": ["10.0.0.300/24"]}, "firewall_ssh_sources must list IP addresses"),
+    # Another container, started without NET_ADMIN.
+    ("firewall_no_net_admin", {"ansible_host": "site-no-net-admin"},
+     "cannot load a firewall: its init system lacks CAP_NET_ADMIN (a container needs --cap-add NET_ADMIN)"),
     ("supervisor_inet_placeholder", NGINX | {"supervisor_inet_http_server_enabled": True,
                                              "supervisor_inet_http_server_username": "admin",
                                              "supervisor_inet_http_server_password": "changeme"},
@@ -584,10 +587,15 @@ def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_p
     pages = {h.backend.host: get(h, "/") for h in loops}
     for h in loops:
         start_request_loop(h, "mysite.test", port=443, tls=True, batch=10, pause=1.0)
+    subprocess.run(["docker", "run", "-d", "--name", "site-no-net-admin", "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
+                    "--security-opt", "seccomp=unconfined", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
+                    "--tmpfs", "/run/lock", "--tmpfs", "/tmp", os.environ.get("WSGISTACK_IMAGE_1", "wsgistack/systemd:debian12"),
+                    "/lib/systemd/systemd"], check=True, capture_output=True)
     try:
         result = run_playbook("converge.yml", inventories=[str(inventory)])
     finally:
         reports = {h.backend.host: stop_request_loop(h) for h in loops}
+        subprocess.run(["docker", "rm", "-f", "site-no-net-admin"], capture_output=True)
     text = output(result)
     assert result.returncode != 0, text
     assert "TASK [Prepare the release]" not in text and "TASK [Run PostgreSQL" not in text, text
