@@ -18,7 +18,7 @@ engine:  ## a Docker engine that answers (installed/started only when needed, as
 images:  ## the systemd test images (rebuilt only when their recipe changes)
 	$(PYTHON) tools/harness.py images
 
-lint:  ## yamllint + ansible-lint (production profile)
+lint:  ## yamllint, ansible-lint (production profile), ruff, ansible-test sanity on the built collection
 	$(PYTHON) tools/harness.py lint
 
 unit:  ## pytest unit tests, no containers

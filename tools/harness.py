@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -484,7 +485,7 @@ EXPECTED_SECONDS = {
     "molecule site": 1060, "molecule django_app": 960, "molecule topology": 940, "molecule certbot": 400,
     "molecule nginx_uwsgi": 380, "molecule supervisor": 240, "molecule apache_modwsgi": 240,
     "molecule apache_modwsgi_embedded": 225, "package: build, offline install, converge": 170,
-    "molecule certbot_apache": 150, "unit tests": 45, "ansible-lint": 40,
+    "molecule certbot_apache": 150, "unit tests": 45, "ansible-lint": 40, "ansible-test sanity": 200,
 }
 
 
@@ -539,7 +540,48 @@ def lint_jobs() -> list[Job]:
         Job("yamllint", [venv_bin("yamllint"), "--strict", "."]),
         Job("ansible-lint", [venv_bin("ansible-lint")]),
         Job("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs]),
+        Job("ansible-test sanity", [sys.executable, str(Path(__file__).resolve()), "sanity"]),
     ]
+
+
+# Outside the checkout: inside a git work tree ansible-test lists git's files, and .cache is ignored.
+SANITY_DIR = CACHE_HOME / "sanity"
+# ansible-test bootstraps pip in each virtualenv with a script it downloads from a host that may not
+# be reachable; this one (pip from ensurepip, then the requested packages from the package index)
+# takes its place in ansible-test's cache.
+PIP_BOOTSTRAP = """\
+import ensurepip
+import subprocess
+import sys
+
+ensurepip.bootstrap(upgrade=True)
+arguments = [argument for argument in sys.argv[1:] if argument not in ("--no-setuptools", "--no-wheel")]
+sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *arguments]))
+"""
+
+
+def run_sanity() -> None:
+    """ansible-test sanity on the collection as Galaxy and Automation Hub see it: the built
+    artifact, unpacked into an ansible_collections/wsgistack/django tree."""
+    env = tool_env()
+    shutil.rmtree(SANITY_DIR, ignore_errors=True)
+    tree = SANITY_DIR / "ansible_collections" / "wsgistack" / "django"
+    tree.mkdir(parents=True)
+    run([venv_bin("ansible-galaxy"), "collection", "build", "--output-path", str(SANITY_DIR), str(ROOT)], env=env,
+        stdout=subprocess.DEVNULL)
+    artifact = next(SANITY_DIR.glob("*.tar.gz"))
+    with tarfile.open(artifact) as archive:
+        archive.extractall(tree, filter="data")
+    requirements = "".join(path.read_text() for path in VENV.glob(
+        "lib/python3*/site-packages/ansible_test/_internal/python_requirements.py"))
+    found = re.search(r"pip='([0-9.]+)'", requirements)
+    if found:
+        cache = Path.home() / ".ansible" / "test" / "cache" / f"get_pip_{found.group(1).replace('.', '_')}.py"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(PIP_BOOTSTRAP)
+    version = run([venv_bin("python"), "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                  capture_output=True, text=True).stdout.strip()
+    run([venv_bin("ansible-test"), "sanity", "--venv", "--python", version, "--color", "no"], cwd=tree, env=env)
 
 
 def unit_jobs() -> list[Job]:
@@ -886,7 +928,8 @@ def main(argv: list[str] | None = None) -> int:
     images = sub.add_parser("images", help="build the systemd test images when their recipe changed")
     images.add_argument("--from", dest="extra", action="append", default=[], metavar="BASE=NAME",
                         help="also build wsgistack/systemd:NAME on top of BASE (e.g. ubuntu:24.04=ubuntu2404)")
-    sub.add_parser("lint", help="yamllint and ansible-lint")
+    sub.add_parser("lint", help="yamllint, ansible-lint, ruff and ansible-test sanity")
+    sub.add_parser("sanity", help="ansible-test sanity on the built collection")
     sub.add_parser("unit", help="pytest unit tests (no containers)")
     jobs_help = "steps run at the same time (default: from cores and free memory; WSGISTACK_JOBS overrides)"
     mol = sub.add_parser("molecule", help="molecule test for the given scenarios (default: all), side by side")
@@ -917,6 +960,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo-down":
             stop_target(DEMO_CONTAINER)
             log(f"{DEMO_CONTAINER} removed")
+            return 0
+        if args.command == "sanity":
+            ensure_venv()
+            run_sanity()
             return 0
         if args.command == "package" and args.prepared:
             # A step of a test run: the toolchain, engine, images and caches are there already.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: source_digest
-author: wsgistack maintainers
+author: wsgistack maintainers (@wsgistack)
 short_description: Digest of a directory tree's names, modes and contents
 description:
   - Returns the SHA-256 (hex) of every file under a directory on the controller, covering the

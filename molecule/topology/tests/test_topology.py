@@ -192,7 +192,7 @@ def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_u
     assert firewall_only == both, firewall_only
     assert "deny" not in web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
     # The next run puts both allow-lists back (and nothing else changes).
-    healed = run_playbook("converge.yml", limit="topology-web1:topology-db1")
+    healed = run_playbook("converge.yml", limit="topology-web1:topology-db1", tags="nginx_uwsgi,postgresql,firewall")
     assert healed.returncode == 0, output(healed)
     assert recap(healed)["topology-web1"]["changed"] > 0 and recap(healed)["topology-db1"]["changed"] > 0, output(healed)
     assert web.file("/etc/nginx/sites-enabled/mysite.conf").content_string == site

@@ -1,6 +1,6 @@
 """Local development: DEBUG on, SQLite next to the code, a throwaway key."""
 
-from .base import *  # noqa: F403
+from .base import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 
 DEBUG = True
 SECRET_KEY = SECRET_KEY or "local-only-" + "x" * 50  # noqa: F405

@@ -4,7 +4,7 @@ The web server redirects HTTP to HTTPS and passes HTTPS=on to the app (uwsgi_par
 mod_wsgi), so Django sees secure requests without SECURE_PROXY_SSL_HEADER.
 """
 
-from .base import *  # noqa: F403
+from .base import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .base import env
 
 SECURE_SSL_REDIRECT = True
