@@ -532,6 +532,7 @@ BAD_INPUTS = [
     ("firewall_rule_sources", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": "10.0.0.5"}]},
      '"sources": "10.0.0.5"'),
     ("firewall_ssh_sources", {"firewall_ssh_sources": ["10.0.0.300/24"]}, "firewall_ssh_sources must list IP addresses"),
+    ("firewall_rules_not_a_list", {"wsgistack_firewall_rules": "9100"}, 'wsgistack_firewall_rules must be a list of rules'),
     # Another container, started without NET_ADMIN.
     ("firewall_no_net_admin", {"ansible_host": "site-no-net-admin"},
      "cannot load a firewall: its init system lacks CAP_NET_ADMIN (a container needs --cap-add NET_ADMIN)"),
