@@ -550,6 +550,7 @@ SANITY_DIR = CACHE_HOME / "sanity"
 # be reachable; this one (pip from ensurepip, then the requested packages from the package index)
 # takes its place in ansible-test's cache.
 PIP_BOOTSTRAP = """\
+# wsgistack: pip from ensurepip, then the requested packages from the package index.
 import ensurepip
 import subprocess
 import sys
@@ -578,7 +579,9 @@ def run_sanity() -> None:
     if found:
         cache = Path.home() / ".ansible" / "test" / "cache" / f"get_pip_{found.group(1).replace('.', '_')}.py"
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(PIP_BOOTSTRAP)
+        # ansible-test's own download (or another project's script) stays as it is.
+        if not cache.exists() or cache.read_text().startswith(PIP_BOOTSTRAP.splitlines()[0]):
+            cache.write_text(PIP_BOOTSTRAP)
     version = run([venv_bin("python"), "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
                   capture_output=True, text=True).stdout.strip()
     run([venv_bin("ansible-test"), "sanity", "--venv", "--python", version, "--color", "no"], cwd=tree, env=env)

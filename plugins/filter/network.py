@@ -14,6 +14,9 @@ description:
     otherwise an empty string.
   - An IP address comes back in its canonical form (C(FD00:0::5) gives C(fd00::5)), the form the host's
     facts list its addresses in.
+  - C(canonical_network) gives an address or network in its canonical form (C(10.0.0.5/24) gives
+    C(10.0.0.0/24), C(FD00::1) gives C(fd00::1), an IPv4-mapped IPv6 address its IPv4 address), as
+    nftables takes it.
 positional: _input
 options:
   _input:
@@ -50,6 +53,13 @@ def private_address(host_vars) -> str:
     return str(default.get("address", "")) if isinstance(default, Mapping) else ""
 
 
+def canonical_network(value) -> str:
+    network = ipaddress.ip_network(str(value).strip(), strict=False)
+    if network.version == 6 and network.network_address.ipv4_mapped and network.prefixlen == 128:
+        return str(network.network_address.ipv4_mapped)
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
+
+
 class FilterModule:
     def filters(self):
-        return {"private_address": private_address}
+        return {"private_address": private_address, "canonical_network": canonical_network}

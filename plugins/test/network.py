@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 DOCUMENTATION = r"""
 name: ip_address
@@ -57,7 +58,8 @@ def ip_address(value) -> bool:
 
 
 def ip_network(value) -> bool:
-    if not isinstance(value, str):
+    # An address, or an address and a prefix length in digits (not a netmask, not a zone).
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f.:]+(/[0-9]{1,3})?", value):
         return False
     try:
         ipaddress.ip_network(value, strict=False)
@@ -77,6 +79,9 @@ def in_networks(value, networks) -> bool:
     address = _address(value)
     if address is None or isinstance(networks, str) or bad_networks(networks):
         return False
+    # An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
     return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
@@ -91,9 +96,10 @@ def port_range(value) -> bool:
         return 1 <= value <= 65535
     if not isinstance(value, str):
         return False
-    low, dash, high = value.partition("-")
-    if not low.isdigit() or (dash and not high.isdigit()):
+    # Digits without a leading zero (nftables reads 0443 as an octal number).
+    if not re.fullmatch(r"[1-9][0-9]{0,4}(-[1-9][0-9]{0,4})?", value, re.ASCII):
         return False
+    low, dash, high = value.partition("-")
     ports = [int(low), int(high)] if dash else [int(low)]
     return all(1 <= port <= 65535 for port in ports) and ports == sorted(ports)
 

@@ -120,3 +120,27 @@ def test_bad_networks(value, bad):
 ])
 def test_port_range(value, valid):
     assert network_tests.port_range(value) is valid
+
+
+@pytest.mark.parametrize(("value", "valid"), [
+    ("0443", False), ("08080", False), ("\u0664\u0664\u0663", False), ("\u00b2", False), ("443-0443", False),
+])
+def test_port_range_refuses_what_nftables_reads_otherwise(value, valid):
+    assert network_tests.port_range(value) is valid
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/255.255.255.0", "10.0.0.0/0.0.0.255", "fe80::1%eth0", " 10.0.0.1"])
+def test_ip_network_refuses_netmasks_and_zones(value):
+    assert not network_tests.ip_network(value)
+
+
+def test_in_networks_takes_an_ipv4_mapped_client_for_its_ipv4_address():
+    assert network_tests.in_networks("::ffff:192.0.2.5", ["192.0.2.0/24"])
+
+
+@pytest.mark.parametrize(("value", "canonical"), [
+    ("10.0.0.5/24", "10.0.0.0/24"), ("10.0.0.5", "10.0.0.5"), ("10.0.0.5/32", "10.0.0.5"), ("FD00::1", "fd00::1"),
+    ("fd00:9::/64", "fd00:9::/64"), ("::ffff:192.0.2.5", "192.0.2.5"), ("0.0.0.0/0", "0.0.0.0/0"), ("::/0", "::/0"),
+])
+def test_canonical_network_is_what_nftables_takes(value, canonical):
+    assert network_filters.canonical_network(value) == canonical

@@ -81,14 +81,16 @@ def network_address(container: str) -> tuple[str, str]:
     return network["IPAddress"], network["Gateway"]
 
 
-def answers(address: str, port: int) -> bool:
-    """Whether a TCP connection from the controller is answered (the firewall drops, so no answer
-    in 3 s means dropped)."""
+def answers(address: str, port: int) -> str:
+    """What a TCP connection from the controller gets: "open", "refused" (nothing listens), or
+    "dropped" (no answer in 3 s: the firewall)."""
     try:
         socket.create_connection((address, port), timeout=3).close()
+    except TimeoutError:
+        return "dropped"
     except OSError:
-        return False
-    return True
+        return "refused"
+    return "open"
 
 
 def test_firewall_admits_the_site_and_what_the_inventory_adds():
@@ -103,7 +105,7 @@ def test_firewall_admits_the_site_and_what_the_inventory_adds():
     h.check_output("systemd-run --unit wsgistack-probe python3 -m http.server 8081")
     try:
         assert wait_for(lambda: h.run("curl -s -o /dev/null http://127.0.0.1:8081/").rc == 0, timeout=20)
-        assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == (True, True, False)
+        assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == ("open", "open", "dropped")
         table = h.check_output("nft list table inet wsgistack_firewall")
         assert "policy drop;" in table and 'tcp dport 22 accept comment "ssh"' in table, table
         rules = h.file("/etc/wsgistack/firewall.nft")
@@ -114,7 +116,7 @@ def test_firewall_admits_the_site_and_what_the_inventory_adds():
                                          {"name": "syslog", "port": "5514-5515", "proto": "udp"}]})
         assert opened.returncode == 0, output(opened)
         table = h.check_output("nft list table inet wsgistack_firewall")
-        assert (answers(address, 443), answers(address, 8081)) == (True, True)
+        assert (answers(address, 443), answers(address, 8081)) == ("open", "open")
         assert f"ip saddr {controller} tcp dport 8081 accept" in table, table
         assert "ip6 saddr fd00:1::/64 tcp dport 8081 accept" in table, table
         assert "udp dport 5514-5515 accept" in table and "tcp dport 2222 accept" in table and "dport 22 " not in table, table
@@ -123,10 +125,10 @@ def test_firewall_admits_the_site_and_what_the_inventory_adds():
         assert h.run("nft list table inet wsgistack_firewall").rc != 0
         assert not h.file("/etc/wsgistack/firewall.nft").exists
         assert not h.file("/etc/systemd/system/wsgistack-firewall.service").exists
-        assert (answers(address, 443), answers(address, 8081)) == (True, True)
+        assert (answers(address, 443), answers(address, 8081)) == ("open", "open")
         on = run_playbook("converge.yml", limit=name, tags="firewall")
         assert on.returncode == 0, output(on)
-        assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == (True, True, False)
+        assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == ("open", "open", "dropped")
         assert h.service("wsgistack-firewall").is_enabled
     finally:
         h.run("systemctl stop wsgistack-probe")
@@ -528,6 +530,8 @@ BAD_INPUTS = [
     ("secret_environment_password", {"django_app_secret_environment": {"API_TOKEN": "password"}},
      "django_app_secret_environment.API_TOKEN still holds"),
     ("firewall_rule", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 70000}]},
+     "Each firewall_rules entry needs a name"),
+    ("firewall_rule_octal_port", {"wsgistack_firewall_rules": [{"name": "tls", "port": "0443"}]},
      "Each firewall_rules entry needs a name"),
     ("firewall_rule_sources", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": "10.0.0.5"}]},
      '"sources": "10.0.0.5"'),

@@ -319,35 +319,46 @@ def network_address(container: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def over_ssh(host, tmp_path_factory):
-    """An inventory in which Ansible reaches lb1 over SSH (a key of this test's own), not nsenter."""
+    """An inventory in which Ansible reaches lb1 over SSH as a user who becomes root with sudo
+    (so facts are root's, without SSH_CONNECTION), a new connection for every task."""
     directory = tmp_path_factory.mktemp("ssh")
     key = directory / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    host.check_output("install -d -m 0700 /root/.ssh && systemctl enable --now ssh")
-    put_file(host, "/root/.ssh/authorized_keys", (directory / "id_ed25519.pub").read_text(), mode="0600")
+    host.check_output("id deploy || useradd -m -s /bin/bash deploy; install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh"
+                      " && echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy && systemctl enable --now ssh")
+    put_file(host, "/home/deploy/.ssh/authorized_keys", (directory / "id_ed25519.pub").read_text(), mode="0600")
+    host.check_output("chown deploy:deploy /home/deploy/.ssh/authorized_keys")
     address, gateway = network_address("topology-lb1")
     inventory = directory / "ssh.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"topology-lb1": {
-        "ansible_connection": "ssh", "ansible_host": address, "ansible_user": "root",
+        "ansible_connection": "ssh", "ansible_host": address, "ansible_user": "deploy", "ansible_become": True,
         "ansible_ssh_private_key_file": str(key),
+        "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}))
     return str(inventory), gateway
 
 
+def ssh_logins(lb) -> int:
+    return int(lb.check_output("journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey for deploy' || true"))
+
+
 def test_firewall_keeps_ansibles_ssh_connection_through_rule_changes(host, over_ssh):
-    """site.yml on lb1 over SSH: SSH restricted to the controller's address and a new port opened,
-    then everything back, each in one run whose connection stays up; meanwhile a host that is not
-    the controller gets no SSH answer. SSH sources that leave out the controller are refused in
-    the first play, naming the variable and the address, with nothing changed."""
+    """site.yml on lb1 over SSH (as a user with sudo, a new connection for each task): SSH
+    restricted to the controller's address and a new port opened, then everything back; every
+    connection of both runs gets through, while a host that is not the controller gets no SSH
+    answer. SSH sources that leave out the controller are refused in the first play, naming the
+    variable and the address, with nothing changed."""
     inventory, controller = over_ssh
     assert outsider([("tcp", "lb1", 22)])[0].startswith("SSH-2.0-")
+    logins = ssh_logins(host)
     restricted = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory], extra_vars={
         "firewall_ssh_sources": [controller],
         "wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": ["10.9.0.0/16", "fd00:9::/64"]}]})
     text = output(restricted)
     assert restricted.returncode == 0, text
-    assert "ESTABLISH SSH CONNECTION" in text or "topology-lb1" in text
     assert_recap(restricted, ["topology-lb1"], failed=0, unreachable=0)
+    # Ansible's tasks came in over SSH, each on its own connection, before and after the rules changed.
+    assert ssh_logins(host) - logins > 20
     assert recap(restricted)["topology-lb1"]["changed"] > 0, text
     table = host.check_output("nft list table inet wsgistack_firewall")
     assert f"ip saddr {controller} tcp dport 22 accept" in table, table
