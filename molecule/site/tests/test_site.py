@@ -98,7 +98,9 @@ def test_firewall_admits_the_site_and_what_the_inventory_adds():
     port 8081 gets no connection). Day two, on one host: a rule for 8081 from the controller
     (wsgistack_firewall_rules, which site.yml adds to the role's firewall_rules) (with
     an IPv6 network, and a UDP rule) and another SSH port open them; firewall_enabled: false removes
-    the firewall; the next run puts it back. The site answers from the controller all the while."""
+    the firewall; the next run puts it back. A table deleted by hand is reported by a check run
+    (which changes nothing) and put back by the next run; the run after that changes nothing. The
+    site answers from the controller all the while."""
     name = next(h for h in molecule_hosts() if stack(h) == "apache_daemon").backend.host
     h = next(x for x in molecule_hosts() if x.backend.host == name)
     address, controller = network_address(name)
@@ -130,6 +132,19 @@ def test_firewall_admits_the_site_and_what_the_inventory_adds():
         assert on.returncode == 0, output(on)
         assert (answers(address, 443), answers(address, 80), answers(address, 8081)) == ("open", "open", "dropped")
         assert h.service("wsgistack-firewall").is_enabled
+        h.check_output("nft delete table inet wsgistack_firewall")
+        assert (answers(address, 443), answers(address, 8081)) == ("open", "open")
+        checked = run_playbook("converge.yml", limit=name, tags="firewall", check=True)
+        assert checked.returncode == 0, output(checked)
+        assert recap(checked)[name]["changed"] > 0, output(checked)
+        assert answers(address, 8081) == "open"
+        healed = run_playbook("converge.yml", limit=name, tags="firewall")
+        assert healed.returncode == 0, output(healed)
+        assert recap(healed)[name]["changed"] > 0, output(healed)
+        assert (answers(address, 443), answers(address, 8081)) == ("open", "dropped")
+        again = run_playbook("converge.yml", limit=name, tags="firewall")
+        assert again.returncode == 0, output(again)
+        assert_recap(again, [name], changed=0, failed=0)
     finally:
         h.run("systemctl stop wsgistack-probe")
 
