@@ -135,13 +135,15 @@ OUTSIDER_PROBES = [("http", "web1", 80), ("pg", "db1", 5432)]
 def unused_paths(lb) -> dict:
     db = hosts()["topology-db1"]
     web_status, database = outsider(OUTSIDER_PROBES)
-    return {"db1 -> web1": web_answer(db)[0], "lb1 -> db1": database_answer(lb),
+    return {"db1 -> web1": web_answer(db), "lb1 -> db1": database_answer(lb),
             "outsider -> web1": web_status, "outsider -> db1": database}
 
 
 def used_paths(lb) -> tuple:
+    """lb1's request to web1's backend (its status, and whether web1's app answered it) and web1's query to db1."""
     web = hosts()["topology-web1"]
-    return web_answer(lb)[0], database_answer(web)
+    status, body = web_answer(lb)
+    return status, body.startswith("ok ") and body.endswith(" web1"), database_answer(web)
 
 
 def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_use(host):
@@ -151,10 +153,10 @@ def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_u
     refuse it; with those allow-lists opened by hand, the firewall alone still drops it. The next
     site.yml run puts back what was changed by hand."""
     web, db = hosts()["topology-web1"], hosts()["topology-db1"]
-    used = ("200", "1")
+    used = ("200", True, "1")
     assert used_paths(host) == used
     both = unused_paths(host)
-    assert both["db1 -> web1"] == "000" and both["outsider -> web1"] == "timeout", both
+    assert both["db1 -> web1"] == ("000", "") and both["outsider -> web1"] == "timeout", both
     assert "timeout expired" in both["lb1 -> db1"] and both["outsider -> db1"] == "timeout", both
     for h in (web, db):
         table = h.check_output("nft list table inet wsgistack_firewall")
@@ -173,7 +175,8 @@ def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_u
     finally:
         for h in (web, db):
             h.check_output("systemctl start wsgistack-firewall")
-    assert service_only["db1 -> web1"] == "403" and service_only["outsider -> web1"] == "403", service_only
+    assert service_only["db1 -> web1"][0] == "403" and "ok " not in service_only["db1 -> web1"][1], service_only
+    assert service_only["outsider -> web1"] == "403", service_only
     assert "no pg_hba.conf entry" in service_only["lb1 -> db1"], service_only
     assert "no pg_hba.conf entry" in service_only["outsider -> db1"], service_only
     site = web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
