@@ -258,6 +258,38 @@ def day_two_shown(host) -> dict:
     return {"hsts": hsts, "server": server, "app": app, "workers": workers}
 
 
+# What mod_wsgi logs for the requests a graceful reload of Apache can lose in daemon mode: one
+# that reached an old child after Apache removed the daemon socket and before it made the new
+# one (mod_wsgi does not retry a socket that does not exist), and one the stopped daemon was
+# still running.
+RELOAD_LOSSES = re.compile(r"\(2\)No such file or directory: .*Unable to connect to WSGI daemon process 'mysite'"
+                           r"|Truncated or oversized response headers received from daemon process 'mysite'")
+
+
+def reload_losses(host, since: int) -> int:
+    """The requests of RELOAD_LOSSES in the site's Apache error log after its first `since` lines."""
+    lines = host.file("/var/log/apache2/mysite.error.log").content_string.splitlines()[since:]
+    return sum(1 for line in lines if RELOAD_LOSSES.search(line))
+
+
+def error_log_lines(host) -> int:
+    return int(host.check_output("cat /var/log/apache2/mysite.error.log 2>/dev/null | wc -l"))
+
+
+def assert_answered_through_reloads(host, report: dict, since: int, reloads: int) -> None:
+    """The request loop saw only the page, except, in daemon mode, what Apache's graceful reloads
+    can lose (documented in the apache_modwsgi role): at most two requests per reload, each one
+    that mod_wsgi logged as such."""
+    name = host.backend.host
+    assert report["requests"] > 0, (name, report)
+    if stack(host) != "apache_daemon":
+        assert report["failures"] == 0 and set(report["statuses"]) == {"200"}, (name, report)
+        return
+    assert set(report["statuses"]) <= {"200", "503", "500"}, (name, report)
+    assert report["failures"] <= 2 * reloads, (name, report)
+    assert report["failures"] <= reload_losses(host, since), (name, report)
+
+
 def test_day_two_inputs_change_on_every_stack_and_go_back():
     """DAY_TWO in one site.yml run on every host (each stack on Debian 12 and 13), limited to the
     web server roles' tags as users tune a live site: each change shows on the host; the same
@@ -268,6 +300,7 @@ def test_day_two_inputs_change_on_every_stack_and_go_back():
         assert day_two_shown(h) == DAY_TWO_SHOWN[stack(h)][0], (h.backend.host, day_two_shown(h))
         start_request_loop(h, "mysite.test", port=443, tls=True, batch=10, pause=1.0)
     before = {h.backend.host: (current(h), get(h, "/")) for h in hosts}
+    logged = {h.backend.host: error_log_lines(h) for h in hosts if stack(h) == "apache_daemon"}
     after, back = {}, {}
     try:
         changed = run_playbook("converge.yml", extra_vars=DAY_TWO, tags=WEB_TAGS)
@@ -289,8 +322,8 @@ def test_day_two_inputs_change_on_every_stack_and_go_back():
         assert (after[name], back[name]) == (new, old), name
         # Nothing of the release changed: the same release, the same page.
         assert (current(h), get(h, "/")) == before[name]
-        report = reports[name]
-        assert report["requests"] > 0 and report["failures"] == 0 and set(report["statuses"]) == {"200"}, (name, report)
+        # Two runs, each with one graceful reload of the web server.
+        assert_answered_through_reloads(h, reports[name], logged.get(name, 0), reloads=2)
 
 
 @pytest.fixture(scope="module")

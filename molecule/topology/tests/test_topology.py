@@ -354,7 +354,8 @@ def test_firewall_keeps_ansibles_ssh_connection_through_rule_changes(host, over_
     inventory, controller = over_ssh
     assert outsider([("tcp", "lb1", 22)])[0].startswith("SSH-2.0-")
     logins = ssh_logins(host)
-    restricted = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory], extra_vars={
+    # The firewall's own runs (its tag; the first plays always run).
+    restricted = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory], tags="firewall", extra_vars={
         "firewall_ssh_sources": [controller],
         "wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": ["10.9.0.0/16", "fd00:9::/64"]}]})
     text = output(restricted)
@@ -367,13 +368,13 @@ def test_firewall_keeps_ansibles_ssh_connection_through_rule_changes(host, over_
     assert f"ip saddr {controller} tcp dport 22 accept" in table, table
     assert "ip6 saddr fd00:9::/64 tcp dport 9100 accept" in table, table
     assert outsider([("tcp", "lb1", 22)]) == ["timeout"]
-    back = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory])
+    back = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory], tags="firewall")
     assert back.returncode == 0, output(back)
     assert_recap(back, ["topology-lb1"], failed=0, unreachable=0)
     assert "9100" not in host.check_output("nft list table inet wsgistack_firewall")
     assert outsider([("tcp", "lb1", 22)])[0].startswith("SSH-2.0-")
     before = host.check_output("sha256sum /etc/wsgistack/firewall.nft")
-    locked_out = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory],
+    locked_out = run_playbook("converge.yml", limit="topology-lb1", inventories=[inventory], tags="firewall",
                               extra_vars={"firewall_ssh_sources": ["192.0.2.0/24"]})
     text = output(locked_out)
     assert locked_out.returncode != 0, text
@@ -552,19 +553,21 @@ def test_database_settings_change_and_go_back(host):
     db = hosts()["topology-db1"]
     before = database_shows(db)
     reload_only = {"postgresql_settings": {"work_mem": "8MB", "log_min_duration_statement": "250"}}
-    result, load = under_load(host, lambda: run_playbook("converge.yml", extra_vars=reload_only, limit="topology-db1"))
+    # The database's own runs, as operators tune it (its tag; the first plays always run).
+    result, load = under_load(host, lambda: run_playbook("converge.yml", extra_vars=reload_only, limit="topology-db1",
+                                                         tags="postgresql"))
     assert result.returncode == 0, output(result)
     reloaded = database_shows(db)
     assert load["requests"] > 20 and load["failures"] == 0, load
     restart = run_playbook("converge.yml", extra_vars={"postgresql_max_connections": 150, "postgresql_shared_buffers": "48MB"},
-                           limit="topology-db1")
+                           limit="topology-db1", tags="postgresql")
     assert restart.returncode == 0, output(restart)
     restarted = database_shows(db)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and through_balancer(host, "/")[0] != "200":
         time.sleep(1)
     assert through_balancer(host, "/")[0] == "200"
-    back = run_playbook("converge.yml", limit="topology-db1")
+    back = run_playbook("converge.yml", limit="topology-db1", tags="postgresql")
     assert back.returncode == 0, output(back)
     assert reloaded == before | {"work_mem": "8MB", "log_min_duration_statement": "250ms"}, (before, reloaded)
     # work_mem follows from the memory and max_connections unless postgresql_settings sets it.
