@@ -18,3 +18,38 @@ def test_every_role_with_platform_variables_imports_the_common_platform_tasks():
             continue
         preflight = (role / "tasks" / "preflight.yml").read_text()
         assert "name: wsgistack.django.common\n    tasks_from: platform" in preflight, role.name
+
+
+# What each role keeps to itself: its private variables (__<role>_...), the files it renders,
+# the runtime paths its configuration defines and the services it runs. Another role asks it
+# through an entry point (tasks_from) instead. (Knowing the software is fine: certbot's renewal
+# hook, which runs outside Ansible, tests the configuration of the server it reloads.)
+OWNED = {
+    "apache_modwsgi": ["/etc/apache2/sites-", "/etc/apache2/conf-", "/etc/apache2/mods-", "a2enmod", "a2dismod",
+                       "name: apache2"],
+    "nginx_uwsgi": ["/etc/nginx/sites-", "/etc/nginx/conf.d", "/etc/uwsgi", "stats.sock", "uwsgi_chain_reload",
+                    "name: nginx\n"],
+    "supervisor": ["/etc/supervisor", "supervisorctl", "name: supervisor\n"],
+    "postgresql": ["/etc/postgresql", "pg_hba", "pg_ctlcluster", "name: postgresql\n"],
+    "certbot": ["/etc/letsencrypt", "certbot renew", "certbot certonly"],
+    "firewall": ["/etc/wsgistack/firewall", "wsgistack_firewall", "wsgistack-firewall"],
+}
+
+
+def role_code(role) -> dict:
+    """The files a role runs or renders (not its docs or argument specs)."""
+    return {path: path.read_text() for folder in ("tasks", "handlers", "templates", "defaults", "vars", "files")
+            for path in sorted((role / folder).rglob("*")) if path.is_file()}
+
+
+def test_no_role_reads_another_roles_files_services_or_private_variables():
+    found = []
+    for role in roles():
+        for path, text in role_code(role).items():
+            for owner, markers in OWNED.items():
+                if owner == role.name:
+                    continue
+                for marker in [f"__{owner}_", *markers]:
+                    if marker in text:
+                        found.append(f"{path.relative_to(ROOT)}: {marker!r} belongs to {owner}")
+    assert not found, "\n".join(found)
