@@ -247,6 +247,14 @@ def app_state(host, app: str) -> dict:
             "workers": worker_pids(host, app, master), "body": body_of(host, app)}
 
 
+def settled(host, app: str, body: str, workers: int, old_workers: set) -> dict | None:
+    """The app's state when it serves `body` with `workers` workers, none of them one of
+    `old_workers`; None otherwise."""
+    state = app_state(host, app)
+    done = state["body"].startswith(body) and len(state["workers"]) == workers and not state["workers"] & old_workers
+    return state if done else None
+
+
 def worker_connections(host) -> int:
     """worker_connections in the configuration nginx -T reads: what new workers get on a reload."""
     return int(host.check_output("nginx -T 2>/dev/null | sed -n 's/^ *worker_connections \\([0-9]*\\);/\\1/p' | head -1"))
@@ -358,11 +366,10 @@ def day_two():
     try:
         changed = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
         # uWSGI looks at its ini every few seconds; the reload is over once every worker is new.
+        # The state is the one seen then: with max_requests, a worker may be respawning a moment later.
         for app in APPS:
-            wait_for(lambda a=app: body_of(host, a).startswith(expected[a])
-                     and len(pids := worker_pids(host, a, before[a]["master"])) == 3
-                     and not pids & before[a]["workers"], timeout=60)
-            after[app] = app_state(host, app)
+            after[app] = wait_for(lambda a=app: settled(host, a, expected[a], 3, before[a]["workers"]),
+                                  timeout=60) or app_state(host, app)
         wait_for(lambda: status_of(host, NEW_NAME_ARGS) == "200", timeout=10)
         nginx_after = {"master": nginx_master(host), "workers": nginx_workers(host),
                        "new_name_status": status_of(host, NEW_NAME_ARGS),
@@ -375,10 +382,8 @@ def day_two():
     expected = {"hello": "app:/:hi 100%:", "hello2": "app:/::"}
     back = {}
     for app in APPS:
-        wait_for(lambda a=app: body_of(host, a).startswith(expected[a])
-                 and len(pids := worker_pids(host, a, before[a]["master"])) == 2
-                 and not pids & after[a]["workers"], timeout=60)
-        back[app] = app_state(host, app)
+        back[app] = wait_for(lambda a=app: settled(host, a, expected[a], 2, after[a]["workers"]),
+                             timeout=60) or app_state(host, app)
     wait_for(lambda: host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc == 52, timeout=10)
     nginx_back = {"master": nginx_master(host), "new_name_rc": host.run(f"curl -s --max-time 10 {NEW_NAME_ARGS}").rc,
                   "worker_connections": worker_connections(host), "rendered": rendered(host)}
