@@ -337,14 +337,30 @@ def v2_deploy():
     return hosts, before, result, v2
 
 
+def app_reload_tasks() -> set[str]:
+    """The tasks of the web server roles' app_reload entry points, as a run names them."""
+    roles = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "roles"
+    names = set()
+    for role in ("nginx_uwsgi", "apache_modwsgi"):
+        spec = yaml.safe_load((roles / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["app_reload"]
+        names.add(f"{role} : Validating arguments against arg spec 'app_reload' - {spec['short_description']}")
+    for role, tasks in (("nginx_uwsgi", "app_reload"), ("apache_modwsgi", "app_reload"), ("common", "platform")):
+        names |= {f"{role} : {task['name']}" for task in yaml.safe_load((roles / role / "tasks" / f"{tasks}.yml").read_text())}
+    return names
+
+
 def test_code_only_deploy_switches_to_the_new_release(v2_deploy):
     hosts, before, result, _ = v2_deploy
     text = output(result)
     assert result.returncode == 0, text
-    # No package, web server or certificate work (the first play only checks their inputs).
+    # No package, web server or certificate work (the first play only checks their inputs): of
+    # the other roles, only the app server's app_reload entry point runs.
     deploying = text.split("PLAY [Deploy the Django project]", 1)[1]
     assert "Install venv support" not in deploying
-    assert not re.search(r"wsgistack\.django\.(nginx_uwsgi|apache_modwsgi|supervisor|certbot) :", deploying)
+    roles = "nginx_uwsgi|apache_modwsgi|supervisor|certbot|common"
+    others = re.findall(rf"TASK \[wsgistack\.django\.((?:{roles}) : .+?)\] \*", deploying)
+    assert any(task.endswith(": Chain-reload the app and wait for every worker") for task in others), others
+    assert not set(others) - app_reload_tasks(), sorted(set(others) - app_reload_tasks())
     for h in hosts:
         assert current(h) != before[h.backend.host]
         status, body = get(h, "/")
