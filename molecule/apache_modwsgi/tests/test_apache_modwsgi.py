@@ -11,6 +11,7 @@ import time
 import pytest
 from wsgistack_testlib import (
     assert_https_site,
+    assert_recap,
     assert_refused_before_change,
     curl,
     day_two_not_shown,
@@ -20,6 +21,7 @@ from wsgistack_testlib import (
     molecule_host_names,
     molecule_hosts,
     output,
+    recap,
     request_loop,
     run_playbook,
     scenario_group_vars,
@@ -221,6 +223,35 @@ def test_site_change_reloads_apache_without_restart(host):
     back = rendered(host)
     wrong = day_two_not_shown(DAY_TWO_SHOWN | (DAY_TWO_DAEMON_SHOWN if daemon else {}), before, after, back)
     assert not wrong, (wrong, before, after)
+
+
+def enabled_modules(host) -> set[str]:
+    return set(host.check_output("ls /etc/apache2/mods-enabled").split())
+
+
+def test_modules_and_packages_changed_by_hand_are_reported_then_put_back(host):
+    """headers disabled, autoindex enabled and ssl-cert removed by hand: a check run reports it,
+    fails nowhere and changes nothing; the next run puts back the role's modules and package
+    (Apache serves the site with its headers again); the run after that changes nothing."""
+    hostname = host.backend.get_hostname()
+    assert wait_for(lambda: serving(host), timeout=30)
+    modules = enabled_modules(host)
+    assert {"headers.load", "mpm_event.load"} <= modules and "autoindex.load" not in modules, modules
+    host.check_output("a2dismod -q headers && a2enmod -q autoindex && apt-get remove -y -q ssl-cert")
+    changed = enabled_modules(host)
+    checked = run_playbook("converge.yml", limit=hostname, check=True)
+    assert checked.returncode == 0, output(checked)
+    assert recap(checked)[hostname]["changed"] > 0, output(checked)
+    assert enabled_modules(host) == changed
+    assert not host.package("ssl-cert").is_installed
+    healed = run_playbook("converge.yml", limit=hostname)
+    assert healed.returncode == 0, output(healed)
+    assert enabled_modules(host) == modules
+    assert host.package("ssl-cert").is_installed
+    assert wait_for(lambda: serving(host), timeout=30), journal(host, "apache2")
+    assert header_values(headers_of(host, f"{HTTPS}/"), "x-content-type-options") == ["nosniff"]
+    again = run_playbook("converge.yml", limit=hostname)
+    assert_recap(again, [hostname], changed=0, failed=0)
 
 
 def test_killed_apache_is_serving_again_within_10_seconds(host):

@@ -506,6 +506,39 @@ def ready(host, expected: dict) -> dict | None:
     return state if state == expected else None
 
 
+def served_fingerprint(host) -> str:
+    return host.check_output("openssl s_client -connect 127.0.0.1:443 -servername hello.test </dev/null 2>/dev/null"
+                             " | openssl x509 -noout -fingerprint -sha256")
+
+
+def test_self_signed_certificates_removed_by_hand_are_reported_then_made_again():
+    """/etc/ssl/nginx-uwsgi removed by hand while nginx serves from memory: a check run reports it,
+    fails nowhere and makes nothing; the next run makes a new key (root's, 0600) and certificate
+    and reloads nginx onto it; the run after that changes nothing."""
+    host = molecule_hosts()[0]
+    name = host.backend.get_hostname()
+    before = served_fingerprint(host)
+    host.check_output("mv /etc/ssl/nginx-uwsgi /root/nginx-uwsgi-ssl.moved")
+    try:
+        checked = run_playbook("converge.yml", limit=name, check=True)
+        assert checked.returncode == 0, output(checked)
+        assert recap(checked)[name]["changed"] > 0, output(checked)
+        assert not host.file("/etc/ssl/nginx-uwsgi").exists
+        healed = run_playbook("converge.yml", limit=name)
+        assert healed.returncode == 0, output(healed)
+    finally:
+        host.run("test -e /etc/ssl/nginx-uwsgi || mv /root/nginx-uwsgi-ssl.moved /etc/ssl/nginx-uwsgi;"
+                 " rm -rf /root/nginx-uwsgi-ssl.moved")
+    key = host.file("/etc/ssl/nginx-uwsgi/hello.key")
+    assert (key.user, key.mode) == ("root", 0o600)
+    made = host.check_output("openssl x509 -in /etc/ssl/nginx-uwsgi/hello.crt -noout -fingerprint -sha256")
+    assert wait_for(lambda: served_fingerprint(host) == made, timeout=15), (before, made, served_fingerprint(host))
+    assert made != before
+    assert serving(host, "hello")
+    again = run_playbook("converge.yml", limit=name)
+    assert_recap(again, [name], changed=0, failed=0)
+
+
 def test_check_mode_reports_a_new_site_and_app_without_failing():
     """--check with a new HTTPS site (self-signed) and a new systemd app on the converged host:
     the run reports the changes and fails nowhere, and none of them is made."""
