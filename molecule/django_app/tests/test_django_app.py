@@ -183,6 +183,62 @@ def test_startproject_project_serves_admin_login_with_its_css(host):
     assert re.search(r"set-cookie: csrftoken=.*; secure", headers), headers
 
 
+def test_split_settings_project_serves_its_environments_with_their_secret_files(host):
+    """examples/splitsite as it is: manage.py and config/ in the app/ folder, settings and
+    requirements per environment, secrets read from .config_secret/*.json at the repository root.
+    Each environment's page shows what its own JSON file (from the inventory) says, its admin
+    uses the project folder's templates and its own collected CSS, and bin/manage runs there."""
+    for name, env in (("split.test", "deploy"), ("dev.split.test", "dev")):
+        status, body = get(host, "/", name=name)
+        assert (status, body) == ("200", f"splitsite {env} from vault\n")
+        status, body = get(host, "/admin/login/", name=name)
+        assert status == "200" and "splitsite administration" in body, body
+        status, css = get(host, "/static/admin/css/base.css", name=name)
+        assert status == "200" and "--primary" in css
+    status, css = get(host, "/static/splitsite/site.css", name="split.test")
+    assert status == "200" and "sans-serif" in css
+    for app, own, other in (("splitsite", "deploy", "dev"), ("splitdev", "dev", "deploy")):
+        release = host.check_output(f"readlink -f /srv/{app}/current")
+        for name in ("common", own):
+            link = host.file(f"{release}/.config_secret/settings_{name}.json")
+            target = host.file(link.linked_to)
+            assert link.is_symlink and target.path.startswith(f"{release}/_config/"), link.linked_to
+            assert (target.user, target.group, target.mode) == ("root", app, 0o640)
+            assert json.loads(target.content_string)["django"]
+        assert not host.file(f"{release}/.config_secret/settings_{other}.json").exists
+        assert host.run(f"sudo -u nobody cat {release}/.config_secret/settings_{own}.json").rc != 0
+        out = host.run(f"/srv/{app}/bin/manage diffsettings")
+        assert out.rc == 0, out.stderr
+        assert "ROOT_URLCONF = 'config.urls'" in out.stdout
+        assert f"WSGI_APPLICATION = 'config.wsgi.{own}.application'" in out.stdout
+        assert host.check_output(f"/srv/{app}/bin/python -c 'import os; print(os.getcwd())'") == f"{release}/app"
+
+
+def test_a_secret_file_changed_in_the_inventory_is_a_release_of_that_site_alone(host):
+    """Another value in one environment's JSON secrets (django_app_secret_files) makes a new
+    release of that site, which serves it; the other sites keep their releases and their uWSGI
+    processes. The next run with the first value goes back."""
+    def state():
+        return {app: (host.check_output(f"readlink /srv/{app}/current"),
+                      host.check_output(f"pgrep -d, -f '^{app} uWSGI'"))
+                for app in ("mysite", "plainsite", "splitsite", "splitdev")}
+
+    before = state()
+    try:
+        result = run_playbook("converge.yml", extra_vars={"splitsite_banner": "deploy, second edition"})
+        assert result.returncode == 0, output(result)
+        assert get(host, "/", name="split.test") == ("200", "splitsite deploy, second edition\n")
+        after = state()
+        assert after["splitsite"][0] != before["splitsite"][0]
+        assert host.file(before["splitsite"][0]).is_directory
+        others = [app for app in before if app != "splitsite"]
+        assert {app: after[app] for app in others} == {app: before[app] for app in others}
+    finally:
+        result = run_playbook("converge.yml")
+        assert result.returncode == 0, output(result)
+    assert get(host, "/", name="split.test") == ("200", "splitsite deploy from vault\n")
+
+
 def test_builtin_health_check_answers_only_on_the_host(host):
     """The startproject project deployed with no health setting: the deployment's own check
     answers on the host (Django and its database, the release's id), and a client from
@@ -714,6 +770,8 @@ BAD_INPUTS = [
      'a scheme or a trailing dot; fix "www mysite.test".', "django_app_allowed_hosts entries must be host names"),
     ({"django_app_python": "/usr/bin/python3.99"}, "django_app_python /usr/bin/python3.99 is not an executable",
      "django_app_python"),
+    ({"django_app_project_dir": "../app", "django_app_secret_files": {"/etc/cron.d/x": "* * * * * root id"}},
+     'fix ["/etc/cron.d/x"].', "django_app_project_dir must be a directory of the repository"),
 ]
 
 
