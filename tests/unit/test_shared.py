@@ -53,3 +53,34 @@ def test_no_role_reads_another_roles_files_services_or_private_variables():
                     if marker in text:
                         found.append(f"{path.relative_to(ROOT)}: {marker!r} belongs to {owner}")
     assert not found, "\n".join(found)
+
+
+def include_depth(role, name: str, seen: tuple = ()) -> int:
+    """How many includes (include_tasks, include_role) deep the tasks of a role's task file go;
+    an import_tasks is read in place, an include_role of another role counts as one."""
+    import yaml
+
+    assert name not in seen, f"{role.name}: include cycle {seen + (name,)}"
+    deepest = 0
+
+    def walk(tasks):
+        nonlocal deepest
+        for task in tasks or []:
+            for key in ("block", "rescue", "always"):
+                walk(task.get(key))
+            for action, depth in (("ansible.builtin.include_tasks", 1), ("ansible.builtin.import_tasks", 0)):
+                if action in task:
+                    target = task[action]["file"] if isinstance(task[action], dict) else task[action]
+                    deepest = max(deepest, depth + include_depth(role, target, seen + (name,)))
+            if "ansible.builtin.include_role" in task:
+                deepest = max(deepest, 1)
+
+    walk(yaml.safe_load((role / "tasks" / name).read_text()))
+    return deepest
+
+
+def test_django_app_reaches_every_task_within_two_includes():
+    role = ROOT / "roles" / "django_app"
+    depths = {path.name: include_depth(role, path.name) for path in sorted((role / "tasks").glob("*.yml"))}
+    assert max(depths.values()) <= 2, {name: depth for name, depth in depths.items() if depth > 2}
+    assert depths["main.yml"] == 2, depths
