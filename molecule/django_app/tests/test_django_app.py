@@ -770,8 +770,9 @@ BAD_INPUTS = [
      'a scheme or a trailing dot; fix "www mysite.test".', "django_app_allowed_hosts entries must be host names"),
     ({"django_app_python": "/usr/bin/python3.99"}, "django_app_python /usr/bin/python3.99 is not an executable",
      "django_app_python"),
-    ({"django_app_project_dir": "../app", "django_app_secret_files": {"/etc/cron.d/x": "* * * * * root id"}},
-     'fix ["/etc/cron.d/x"].', "django_app_project_dir must be a directory of the repository"),
+    ({"django_app_project_dir": "../app"}, 'got "../app"', "django_app_project_dir must be a directory of the repository"),
+    ({"django_app_secret_files": {"/etc/cron.d/x": "* * * * * root id", ".config_secret/ok.json": {}}},
+     'fix ["/etc/cron.d/x"].', "django_app_secret_files a mapping of paths"),
 ]
 
 
