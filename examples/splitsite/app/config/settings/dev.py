@@ -2,7 +2,7 @@
 
 import json
 
-from .base import *  # noqa: F403
+from .base import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .base import CONFIG_SECRET_DEV_FILE
 
 with open(CONFIG_SECRET_DEV_FILE, encoding="utf-8") as _file:

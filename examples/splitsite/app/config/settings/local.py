@@ -1,6 +1,6 @@
 """A developer's machine: DEBUG, SQLite beside manage.py."""
 
-from .base import *  # noqa: F403
+from .base import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 
 DEBUG = True
 WSGI_APPLICATION = "config.wsgi.local.application"
