@@ -144,3 +144,39 @@ def test_in_networks_takes_an_ipv4_mapped_client_for_its_ipv4_address():
 ])
 def test_canonical_network_is_what_nftables_takes(value, canonical):
     assert network_filters.canonical_network(value) == canonical
+
+
+sites_spec = importlib.util.spec_from_file_location("sites_filters", ROOT / "plugins" / "filter" / "sites.py")
+sites = importlib.util.module_from_spec(sites_spec)
+sites_spec.loader.exec_module(sites)
+
+
+def test_sites_are_present_unless_they_say_absent():
+    given = [{"name": "a"}, {"name": "b", "state": "absent"}, {"name": "c", "state": "present"}, "junk"]
+    assert sites.sites(given) == [{"state": "present", "name": "a"}, {"name": "b", "state": "absent"},
+                                  {"name": "c", "state": "present"}, "junk"]
+    assert sites.absent_entries(given[:3]) == [{"name": "b", "state": "absent"}]
+
+
+def test_site_databases_are_the_present_sites_postgresql_databases_once_each():
+    shared = {"engine": "postgresql", "name": "shop", "user": "shop", "password": "p1"}
+    given = [
+        {"name": "blog", "database": {"engine": "postgresql", "name": "blog", "user": "blog", "password": "p2"}},
+        {"name": "shop"},
+        {"name": "files", "database": {"engine": "sqlite"}},
+        {"name": "gone", "state": "absent", "database": {"engine": "postgresql", "name": "gone", "user": "g", "password": "x"}},
+        {"name": "shop2"},
+    ]
+    assert [d["name"] for d in sites.site_databases(given, shared)] == ["blog", "shop"]
+    assert sites.site_databases([{"name": "only"}], {"engine": "sqlite"}) == []
+
+
+def test_pg_hba_entries_give_each_user_its_database_from_each_address_or_the_socket():
+    databases = [{"name": "blog", "user": "blog"}, {"name": "shop", "user": "shop"}]
+    assert sites.pg_hba_entries(databases, ["10.0.0.5", "fd00::5"]) == [
+        {"type": "hostssl", "database": "blog", "user": "blog", "address": "10.0.0.5/32"},
+        {"type": "hostssl", "database": "blog", "user": "blog", "address": "fd00::5/128"},
+        {"type": "hostssl", "database": "shop", "user": "shop", "address": "10.0.0.5/32"},
+        {"type": "hostssl", "database": "shop", "user": "shop", "address": "fd00::5/128"},
+    ]
+    assert sites.pg_hba_entries(databases[:1], ["10.0.0.5"], local=True) == [{"type": "local", "database": "blog", "user": "blog"}]

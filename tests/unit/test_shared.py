@@ -84,3 +84,26 @@ def test_django_app_reaches_every_task_within_two_includes():
     depths = {path.name: include_depth(role, path.name) for path in sorted((role / "tasks").glob("*.yml"))}
     assert max(depths.values()) <= 2, {name: depth for name, depth in depths.items() if depth > 2}
     assert depths["main.yml"] == 2, depths
+
+
+def test_a_site_binds_every_django_app_input_but_those_the_inventorys_choices_set():
+    """playbooks/vars/app.yml gives each site every django_app input (its own key, the inventory's
+    variable or the role default); the ones it leaves out are set for every site by vars/site.yml
+    or the playbooks, and the check play refuses them as site keys."""
+    import re
+
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "roles/django_app/meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    bound = yaml.safe_load((ROOT / "playbooks/vars/app.yml").read_text())
+    template = (ROOT / "playbooks/templates/site_problems.j2").read_text()
+    fixed = re.search(r"set fixed = \[([^\]]*)\]", template).group(1)
+    fixed = {"django_app_" + name for name in re.findall(r"'([a-z_]+)'", fixed)}
+    assert set(bound) | fixed == set(spec) and not set(bound) & fixed
+    for name, value in bound.items():
+        short = name.removeprefix("django_app_")
+        assert value == (f"{{{{ __wsgistack_site.{short} if '{short}' in __wsgistack_site\n"
+                         f"   else hostvars[inventory_hostname].{name} | default(__wsgistack_app_defaults.{name}) }}}}"), name
+    site_vars = yaml.safe_load((ROOT / "playbooks/vars/site.yml").read_text())
+    assert {"django_app_server", "django_app_uwsgi_from_pip", "django_app_database_ca_certificate",
+            "django_app_database_socket_dir", "django_app_health_check_scheme"} <= set(site_vars)
