@@ -179,4 +179,5 @@ def test_pg_hba_entries_give_each_user_its_database_from_each_address_or_the_soc
         {"type": "hostssl", "database": "shop", "user": "shop", "address": "10.0.0.5/32"},
         {"type": "hostssl", "database": "shop", "user": "shop", "address": "fd00::5/128"},
     ]
-    assert sites.pg_hba_entries(databases[:1], ["10.0.0.5"], local=True) == [{"type": "local", "database": "blog", "user": "blog"}]
+    local = sites.pg_hba_entries(databases[:1], ["10.0.0.5"], local=True)
+    assert local == [{"type": "local", "database": "blog", "user": "blog"}]
