@@ -1,0 +1,210 @@
+"""Several sites on one host (wsgistack_sites): each its own user, processes, vhost and
+certificate; one deployed or removed while the others keep serving, unchanged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from wsgistack_testlib import (
+    assert_recap,
+    molecule_host_names,
+    molecule_hosts,
+    output,
+    recap,
+    run_playbook,
+    tree_checksums,
+)
+
+testinfra_hosts = molecule_host_names()
+
+DEPLOY = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "deploy.yml")
+NAMES = {"mysite": "mysite.test", "plainsite": "plain.test", "splitsite": "split.test", "extra": "extra.test"}
+# A page each site answers with 200 and a text only it has.
+PAGES = {"mysite": ("/", "release 1"), "plainsite": ("/admin/login/", "Django administration"),
+         "splitsite": ("/", "splitsite embedded"), "extra": ("/admin/login/", "Django administration")}
+
+
+def apache(host) -> bool:
+    return host.backend.host.startswith("sites-apache")
+
+
+def sites_of(host) -> list[str]:
+    return ["mysite", "plainsite"] + (["splitsite"] if apache(host) else [])
+
+
+def get(host, site: str, path: str) -> tuple[str, str]:
+    name = NAMES[site]
+    result = host.run(f"curl -sk --max-time 10 --resolve {name}:443:127.0.0.1 -w '\\n%{{http_code}}' https://{name}{path}")
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+def served_certificate(host, site: str) -> str:
+    """Subject, alternative names and fingerprint of the certificate served for the site's name
+    (nothing when the server completes no handshake for it)."""
+    return host.run(
+        f"echo | openssl s_client -connect 127.0.0.1:443 -servername {NAMES[site]} 2>/dev/null"
+        " | openssl x509 -noout -subject -ext subjectAltName -fingerprint -sha256"
+    ).stdout.strip()
+
+
+def processes(host, site: str) -> str:
+    """The pids of the site's own app server processes (uWSGI's master and workers, mod_wsgi's
+    daemon processes), or of Apache's children for an embedded site."""
+    if not apache(host):
+        return host.check_output(f"pgrep -d, -f '^{site} uWSGI' || true")
+    if site == "splitsite":
+        return host.check_output("pgrep -d, -u www-data -x apache2 || true")
+    return host.check_output(f"pgrep -d, -u {site} || true")
+
+
+def config_files(host, site: str) -> list[str]:
+    if apache(host):
+        return [f"/etc/apache2/sites-available/{site}.conf", f"/etc/apache2/sites-enabled/{site}.conf",
+                f"/etc/ssl/apache-modwsgi/{site}.crt"]
+    return [f"/etc/nginx/sites-available/{site}.conf", f"/etc/nginx/sites-enabled/{site}.conf",
+            f"/etc/uwsgi/apps/{site}.ini", f"/etc/supervisor/conf.d/uwsgi-{site}.conf",
+            f"/etc/ssl/nginx-uwsgi/{site}.crt", f"/run/{site}/uwsgi.sock"]
+
+
+def state(host, site: str, pids: bool = True) -> dict:
+    """What another site's run must not change: its release, processes, files and configuration."""
+    return {
+        "current": host.check_output(f"readlink /srv/{site}/current"),
+        "processes": processes(host, site) if pids else "",
+        "release": tree_checksums(host, f"/srv/{site}/current/_config"),
+        "wsgi": tree_checksums(host, f"/srv/{site}/shared/wsgi"),
+        "config": [tree_checksums(host, path) for path in config_files(host, site)],
+    }
+
+
+def test_every_site_answers_over_https_with_its_own_certificate(host):
+    certificates = {}
+    for site in sites_of(host):
+        path, text = PAGES[site]
+        status, body = get(host, site, path)
+        assert status == "200" and text in body, (site, status, body[:300])
+        certificates[site] = served_certificate(host, site)
+        assert f"CN={NAMES[site]}" in certificates[site].replace(" ", ""), certificates[site]
+        assert f"DNS:{NAMES[site]}" in certificates[site], certificates[site]
+    assert "DNS:www.mysite.test" in certificates["mysite"]
+    assert len({c.splitlines()[-1] for c in certificates.values()}) == len(certificates)
+    # A name no site has gets no site's page.
+    assert host.run("curl -sk --max-time 10 --resolve other.test:443:127.0.0.1 -o /dev/null -w '%{http_code}' "
+                    "https://other.test/").stdout != "200"
+
+
+def test_each_site_runs_as_its_own_user_in_its_own_tree(host):
+    for site in ["mysite", "plainsite"]:
+        users = host.check_output(f"ps -o user= -p {processes(host, site)} | sort -u").split()
+        assert users == [site], (site, users)
+        tree = host.file(f"/srv/{site}/shared/data")
+        assert (tree.user, tree.mode & 0o007) == (site, 0), site
+        env = host.file(f"/srv/{site}/current/_config/app.env")
+        assert (env.user, env.group, env.mode) == ("root", site, 0o640)
+        assert host.run(f"sudo -u {'plainsite' if site == 'mysite' else 'mysite'} cat {env.path}").rc != 0
+    if apache(host):
+        # The embedded site runs in Apache's own processes, as Apache's user.
+        assert host.file("/srv/splitsite/current/_config/app.env").group == "www-data"
+        assert "WSGIDaemonProcess splitsite" not in host.file("/etc/apache2/sites-available/splitsite.conf").content_string
+        for site in ["mysite", "plainsite"]:
+            conf = host.file(f"/etc/apache2/sites-available/{site}.conf").content_string
+            assert f"WSGIDaemonProcess {site} " in conf and f"user={site}" in conf, conf
+
+
+def extra_site(state_: str) -> dict:
+    return {"sites_extra": [{
+        "name": "extra", "state": state_,
+        "source": {"type": "directory",
+                   "path": os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule/django_app/files/plainsite")},
+        "requirements_file": "", "pip_packages": ["Django>=5.2,<5.3"], "settings_module": "plainsite.settings",
+        "settings_generate": True, "secret_key": "molecule-sites-extra-key-1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c",
+        "allowed_hosts": ["extra.test"], "check_deploy_silenced": ["security.W021"],
+    }]}
+
+
+def test_a_site_added_then_marked_absent_is_served_then_removed_and_the_others_never_change():
+    """A third site in the inventory is deployed and served beside the others; marked
+    state: absent, its vhost, app server program, socket and certificate go (its files and data
+    stay), and the sites that were there keep their releases and files all along, and with
+    nginx their uWSGI processes too. (Apache restarts every mod_wsgi daemon when it reloads a
+    changed configuration, gracefully: those sites keep answering, with new pids.)"""
+    hosts = molecule_hosts()
+
+    def others(h):
+        return {site: state(h, site, pids=not apache(h)) for site in sites_of(h)}
+
+    before = {h.backend.host: others(h) for h in hosts}
+    result = run_playbook("converge.yml", extra_vars=extra_site("present"))
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        status, body = get(h, "extra", "/admin/login/")
+        assert status == "200" and "Django administration" in body, body[:300]
+        assert "DNS:extra.test" in served_certificate(h, "extra")
+        assert h.check_output(f"ps -o user= -p {processes(h, 'extra')} | sort -u") == "extra"
+        assert others(h) == before[h.backend.host]
+
+    result = run_playbook("converge.yml", extra_vars=extra_site("absent"))
+    text = output(result)
+    assert result.returncode == 0, text
+    for h in hosts:
+        for path in config_files(h, "extra"):
+            assert not h.file(path).exists, path
+        assert processes(h, "extra") == "", processes(h, "extra")
+        assert "DNS:extra.test" not in served_certificate(h, "extra")
+        status, _ = get(h, "extra", "/admin/login/")
+        assert status != "200"
+        # Nothing lost: the site's tree and data stay for the operator to remove.
+        assert h.file("/srv/extra/current/_config/app.env").exists
+        assert others(h) == before[h.backend.host]
+        for site in sites_of(h):
+            path, page = PAGES[site]
+            assert get(h, site, path)[0] == "200", site
+
+    # Absent stays absent: the next run changes nothing.
+    again = run_playbook("converge.yml", extra_vars=extra_site("absent"))
+    assert again.returncode == 0, output(again)
+    assert_recap(again, changed=0, failed=0)
+
+
+BAD_SITES = [
+    ({"sites_extra": [{"name": "mysite"}]}, "Every site of wsgistack_sites needs its own name", '["mysite"]'),
+    ({"sites_extra": [{"name": "blog", "colour": "red", "allowed_hosts": ["plain.test"]}]},
+     "wsgistack_sites entry blog has keys no site takes: colour", "plain.test in allowed_hosts"),
+    ({"site": "nosuchsite"}, "-e site=nosuchsite names no site this host serves", "mysite, plainsite"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_SITES, ids=["duplicate name", "unknown key and shared host name", "unknown -e site"])
+def test_bad_sites_are_refused_before_any_host_changes(case):
+    extra_vars, message, detail = case
+    hosts = molecule_hosts()
+    before = {h.backend.host: {site: state(h, site) for site in sites_of(h)} for h in hosts}
+    result = run_playbook("converge.yml", extra_vars=extra_vars)
+    text = output(result)
+    assert result.returncode != 0, text
+    assert message in text and detail in text, text
+    assert all(c["changed"] == 0 for c in recap(result).values()), text
+    for h in hosts:
+        assert {site: state(h, site) for site in sites_of(h)} == before[h.backend.host]
+
+
+def test_deploying_one_site_leaves_the_others_processes_and_files_untouched():
+    """playbooks/deploy.yml -e site=mysite with a new release of mysite: mysite serves it, and
+    every other site keeps its release, its app server processes (pids) and its files; an embedded
+    site's Apache processes too, since a daemon site's release restarts only its own daemons."""
+    hosts = molecule_hosts()
+    others = {h.backend.host: {site: state(h, site) for site in sites_of(h) if site != "mysite"} for h in hosts}
+    mysite = {h.backend.host: state(h, "mysite") for h in hosts}
+    release = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
+    result = run_playbook(DEPLOY, extra_vars={"site": "mysite", "mysite_source_path": release})
+    text = output(result)
+    assert result.returncode == 0, text
+    for h in hosts:
+        status, body = get(h, "mysite", "/")
+        assert status == "200" and "release 2" in body, body[:300]
+        assert state(h, "mysite")["current"] != mysite[h.backend.host]["current"]
+        assert state(h, "mysite")["processes"] != mysite[h.backend.host]["processes"]
+        assert {site: state(h, site) for site in sites_of(h) if site != "mysite"} == others[h.backend.host]
