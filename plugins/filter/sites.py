@@ -72,6 +72,8 @@ def pg_hba_entries(databases, addresses, local=False) -> list:
             entries.append({"type": "local", "database": database["name"], "user": database["user"]})
             continue
         for address in addresses:
+            if not str(address).strip():
+                continue
             network = str(ipaddress.ip_network(str(address), strict=False))
             entries.append({"type": "hostssl", "database": database["name"], "user": database["user"], "address": network})
     return entries

@@ -14,6 +14,7 @@ from wsgistack_testlib import (
     output,
     recap,
     run_playbook,
+    scenario_group_vars,
     tree_checksums,
 )
 
@@ -173,7 +174,8 @@ BAD_SITES = [
     ({"sites_extra": [{"name": "mysite"}]}, "Every site of wsgistack_sites needs its own name", '["mysite"]'),
     ({"sites_extra": [{"name": "blog", "colour": "red", "allowed_hosts": ["plain.test"]}]},
      "wsgistack_sites entry blog has keys no site takes: colour", "plain.test in allowed_hosts"),
-    ({"site": "nosuchsite"}, "-e site=nosuchsite names no site this host serves", "mysite, plainsite"),
+    ({"site": "nosuchsite"}, "site=nosuchsite (-e site=<name>, which picks the site a run is about) names no site",
+     "mysite, plainsite"),
 ]
 
 
@@ -189,6 +191,23 @@ def test_bad_sites_are_refused_before_any_host_changes(case):
     assert all(c["changed"] == 0 for c in recap(result).values()), text
     for h in hosts:
         assert {site: state(h, site) for site in sites_of(h)} == before[h.backend.host]
+
+
+def test_no_site_secret_in_verbose_output():
+    """A site.yml run at -v (every site's inputs pass through the check play, the release loop,
+    the stack entries and the stack roles) shows none of the sites' secrets: secret keys and
+    the contents of their secret files."""
+    inputs = scenario_group_vars("molecule")["sites_common"] + [scenario_group_vars("apache")["sites_embedded"]]
+    secrets = [site["secret_key"] for site in inputs]
+    secrets += [value["django"]["secret_key"] for site in inputs for value in site.get("secret_files", {}).values()
+                if "secret_key" in value["django"]]
+    assert len(secrets) == 4
+    result = run_playbook("converge.yml", verbose=1)
+    text = output(result)
+    assert result.returncode == 0, text
+    assert "molecule-sites-" not in text, [line for line in text.splitlines() if "molecule-sites-" in line][:5]
+    for secret in secrets:
+        assert secret not in text
 
 
 def test_deploying_one_site_leaves_the_others_processes_and_files_untouched():
