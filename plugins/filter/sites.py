@@ -17,6 +17,9 @@ description:
     access each one's user needs, from the addresses given (or through the unix socket with C(local)).
   - C(absent_entries) gives, for each site marked C(absent), the entry that removes it from a
     role's list (sites, apps, certificates), with only its C(name) and C(state=absent).
+  - C(present_names) gives the names of the sites that are served.
+  - C(site_inputs) gives, for each named site, every django_app input (the keys of the mapping given
+    as its argument, C(django_app_*)): the site's own key without the prefix, else the argument's value.
 positional: _input
 options:
   _input:
@@ -50,6 +53,23 @@ def absent_entries(value) -> list:
     return [{"name": site["name"], "state": "absent"} for site in sites(value) if site["state"] == "absent"]
 
 
+def present_names(value) -> list:
+    """The names of the sites that are served (entries that are not named mappings left out)."""
+    return [site["name"] for site in sites(value) if isinstance(value, list) and isinstance(site, Mapping)
+            and site["state"] == "present" and isinstance(site.get("name"), str)]
+
+
+def site_inputs(value, base) -> dict:
+    """Each named site's django_app inputs: its own keys (without the django_app_ prefix) over
+    `base` (django_app's defaults and the inventory's django_app_* values)."""
+    found = {}
+    for site in sites(value) if isinstance(value, list) else []:
+        if isinstance(site, Mapping) and isinstance(site.get("name"), str):
+            found.setdefault(site["name"], {name: site.get(name.removeprefix("django_app_"), default)
+                                            for name, default in base.items()} | {"django_app_name": site["name"]})
+    return found
+
+
 def site_databases(value, default=None) -> list:
     """The PostgreSQL databases of the present sites: each site's database, or `default` (the
     inventory's django_app_database) for a site that sets none; one entry per database name."""
@@ -81,5 +101,6 @@ def pg_hba_entries(databases, addresses, local=False) -> list:
 
 class FilterModule:
     def filters(self):
-        return {"sites": sites, "absent_entries": absent_entries, "site_databases": site_databases,
+        return {"sites": sites, "absent_entries": absent_entries, "site_inputs": site_inputs, "present_names": present_names,
+                "site_databases": site_databases,
                 "pg_hba_entries": pg_hba_entries}
