@@ -181,3 +181,18 @@ def test_pg_hba_entries_give_each_user_its_database_from_each_address_or_the_soc
     ]
     local = sites.pg_hba_entries(databases[:1], ["10.0.0.5"], local=True)
     assert local == [{"type": "local", "database": "blog", "user": "blog"}]
+
+
+def test_site_inputs_give_each_named_site_its_own_keys_over_the_inventorys():
+    base = {"django_app_name": "", "django_app_source": {"type": "git"}, "django_app_processes": 2,
+            "django_app_allowed_hosts": ["shared.test"]}
+    given = [{"name": "blog", "processes": 4}, {"name": "shop", "allowed_hosts": ["shop.test"], "mode": "embedded"},
+             "not a site", {"processes": 9}, {"name": "blog", "processes": 8}]
+    assert sites.site_inputs(given, base) == {
+        "blog": {"django_app_name": "blog", "django_app_source": {"type": "git"}, "django_app_processes": 4,
+                 "django_app_allowed_hosts": ["shared.test"]},
+        "shop": {"django_app_name": "shop", "django_app_source": {"type": "git"}, "django_app_processes": 2,
+                 "django_app_allowed_hosts": ["shop.test"]},
+    }
+    assert sites.site_inputs("not a list", base) == {}
+    assert sites.present_names(given + [{"name": "old", "state": "absent"}, {"name": 3}]) == ["blog", "shop", "blog"]

@@ -101,9 +101,7 @@ def test_a_site_binds_every_django_app_input_but_those_the_inventorys_choices_se
     fixed = {"django_app_" + name for name in re.findall(r"'([a-z_]+)'", fixed)}
     assert set(bound) | fixed == set(spec) and not set(bound) & fixed
     for name, value in bound.items():
-        short = name.removeprefix("django_app_")
-        assert value == (f"{{{{ __wsgistack_site.{short} if '{short}' in __wsgistack_site\n"
-                         f"   else __wsgistack_app_base.{name} }}}}"), name
+        assert value == f"{{{{ __wsgistack_app.{name} }}}}", name
     site_vars = yaml.safe_load((ROOT / "playbooks/vars/site.yml").read_text())
     assert {"django_app_server", "django_app_uwsgi_from_pip", "django_app_database_ca_certificate",
             "django_app_database_socket_dir", "django_app_health_check_scheme"} <= set(site_vars)
