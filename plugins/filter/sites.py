@@ -50,13 +50,18 @@ def sites(value) -> list:
 
 
 def absent_entries(value) -> list:
-    return [{"name": site["name"], "state": "absent"} for site in sites(value) if site["state"] == "absent"]
+    if not isinstance(value, list):
+        return []
+    return [{"name": site["name"], "state": "absent"} for site in sites(value)
+            if isinstance(site, Mapping) and site["state"] == "absent" and "name" in site]
 
 
 def present_names(value) -> list:
     """The names of the sites that are served (entries that are not named mappings left out)."""
-    return [site["name"] for site in sites(value) if isinstance(value, list) and isinstance(site, Mapping)
-            and site["state"] == "present" and isinstance(site.get("name"), str)]
+    if not isinstance(value, list):
+        return []
+    return [site["name"] for site in sites(value)
+            if isinstance(site, Mapping) and site["state"] == "present" and isinstance(site.get("name"), str)]
 
 
 def site_inputs(value, base) -> dict:

@@ -29,6 +29,7 @@ def ansible_run():
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         # The CLIs of the interpreter running the tests (the project's .venv).
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+        timeout = kwargs.pop("timeout", 300)
+        return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
     return _run

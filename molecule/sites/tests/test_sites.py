@@ -173,13 +173,15 @@ def test_a_site_added_then_marked_absent_is_served_then_removed_and_the_others_n
 BAD_SITES = [
     ({"sites_extra": [{"name": "mysite"}]}, "Every site of wsgistack_sites needs its own name", '["mysite"]'),
     ({"sites_extra": [{"name": "blog", "colour": "red", "allowed_hosts": ["plain.test"]}]},
-     "wsgistack_sites entry blog has keys no site takes: colour", "plain.test in allowed_hosts"),
-    ({"site": "nosuchsite"}, "site=nosuchsite (-e site=<name>, which picks the site a run is about) names no site",
+     "wsgistack_sites entry blog has keys no site takes: colour", "more than one answers to plain.test"),
+    ({"wsgistack_site": "nosuchsite"}, "wsgistack_site=nosuchsite (-e wsgistack_site=<name>, which picks the site a run is about) names no site",
      "mysite, plainsite"),
+    ({"django_app_secret_key": "one-key-for-every-site-0123456789-0123456789-0123456789"},
+     "django_app_secret_key set above wsgistack_sites (with -e) would be every", "set secret_key in the"),
 ]
 
 
-@pytest.mark.parametrize("case", BAD_SITES, ids=["duplicate name", "unknown key and shared host name", "unknown -e site"])
+@pytest.mark.parametrize("case", BAD_SITES, ids=["duplicate name", "unknown key and shared host name", "unknown -e wsgistack_site", "-e over every site"])
 def test_bad_sites_are_refused_before_any_host_changes(case):
     extra_vars, message, detail = case
     hosts = molecule_hosts()
@@ -211,14 +213,14 @@ def test_no_site_secret_in_verbose_output():
 
 
 def test_deploying_one_site_leaves_the_others_processes_and_files_untouched():
-    """playbooks/deploy.yml -e site=mysite with a new release of mysite: mysite serves it, and
+    """playbooks/deploy.yml -e wsgistack_site=mysite with a new release of mysite: mysite serves it, and
     every other site keeps its release, its app server processes (pids) and its files; an embedded
     site's Apache processes too, since a daemon site's release restarts only its own daemons."""
     hosts = molecule_hosts()
     others = {h.backend.host: {site: state(h, site) for site in sites_of(h) if site != "mysite"} for h in hosts}
     mysite = {h.backend.host: state(h, "mysite") for h in hosts}
     release = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
-    result = run_playbook(DEPLOY, extra_vars={"site": "mysite", "mysite_source_path": release})
+    result = run_playbook(DEPLOY, extra_vars={"wsgistack_site": "mysite", "mysite_source_path": release})
     text = output(result)
     assert result.returncode == 0, text
     for h in hosts:
