@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,16 @@ def ansible_run():
         # The CLIs of the interpreter running the tests (the project's .venv).
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         timeout = kwargs.pop("timeout", 300)
-        return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+        # In a session of its own: a run that times out is stopped with its worker processes
+        # (ansible-playbook forks them), which would otherwise keep running after the test.
+        with subprocess.Popen(list(args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True, **kwargs) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     return _run
