@@ -174,14 +174,16 @@ BAD_SITES = [
     ({"sites_extra": [{"name": "mysite"}]}, "Every site of wsgistack_sites needs its own name", '["mysite"]'),
     ({"sites_extra": [{"name": "blog", "colour": "red", "allowed_hosts": ["plain.test"]}]},
      "wsgistack_sites entry blog has keys no site takes: colour", "more than one answers to plain.test"),
-    ({"wsgistack_site": "nosuchsite"}, "wsgistack_site=nosuchsite (-e wsgistack_site=<name>, which picks the site a run is about) names no site",
+    ({"wsgistack_site": "nosuchsite"},
+     "wsgistack_site=nosuchsite (-e wsgistack_site=<name>, which picks the site a run is about) names no site",
      "mysite, plainsite"),
     ({"django_app_secret_key": "one-key-for-every-site-0123456789-0123456789-0123456789"},
      "django_app_secret_key set above wsgistack_sites (with -e) would be every", "set secret_key in the"),
 ]
 
 
-@pytest.mark.parametrize("case", BAD_SITES, ids=["duplicate name", "unknown key and shared host name", "unknown -e wsgistack_site", "-e over every site"])
+@pytest.mark.parametrize("case", BAD_SITES, ids=[
+    "duplicate name", "unknown key and shared host name", "unknown -e wsgistack_site", "-e over every site"])
 def test_bad_sites_are_refused_before_any_host_changes(case):
     extra_vars, message, detail = case
     hosts = molecule_hosts()
