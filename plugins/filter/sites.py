@@ -19,7 +19,8 @@ description:
     role's list (sites, apps, certificates), with only its C(name) and C(state=absent).
   - C(present_names) gives the names of the sites that are served.
   - C(site_inputs) gives, for each named site, every django_app input (the keys of the mapping given
-    as its argument, C(django_app_*)): the site's own key without the prefix, else the argument's value.
+    as its argument, C(django_app_*)), that is the site's own key without the prefix, else the
+    argument's value.
 positional: _input
 options:
   _input:
