@@ -27,7 +27,7 @@ def test_every_role_with_platform_variables_imports_the_common_platform_tasks():
 OWNED = {
     "apache_modwsgi": ["/etc/apache2/sites-", "/etc/apache2/conf-", "/etc/apache2/mods-", "a2enmod", "a2dismod",
                        "name: apache2"],
-    "nginx_uwsgi": ["/etc/nginx/sites-", "/etc/nginx/conf.d", "/etc/uwsgi", "stats.sock", "uwsgi_chain_reload",
+    "nginx_uwsgi": ["/etc/nginx/sites-", "/etc/nginx/conf.d", "/etc/uwsgi", "stats.sock", "uwsgi.sock", "uwsgi_chain_reload",
                     "name: nginx\n"],
     "supervisor": ["/etc/supervisor", "supervisorctl", "name: supervisor\n"],
     "postgresql": ["/etc/postgresql", "pg_hba", "pg_ctlcluster", "name: postgresql\n"],
