@@ -373,6 +373,23 @@ def headers_of(host, args: str) -> str:
     return curl(host, f"-o /dev/null -D - {args}").lower()
 
 
+def answer_of(host, args: str) -> tuple[str, str]:
+    """Status and body of a curl request made inside the instance (status 000: nothing answered)."""
+    body, _, status = curl(host, f"-w '\\n%{{http_code}}' {args}").rpartition("\n")
+    return status, body
+
+
+def site_get(host, name: str, path: str, extra: str = "") -> tuple[str, str]:
+    """Status and body of an HTTPS request for the site `name` to the instance's own web server
+    (127.0.0.1), with the name as Host and SNI, as a browser resolving it would send."""
+    return answer_of(host, f"--resolve {name}:443:127.0.0.1 {extra} https://{name}{path}")
+
+
+def site_headers(host, name: str, path: str) -> str:
+    """The response headers (lower-cased) of site_get's request."""
+    return headers_of(host, f"--resolve {name}:443:127.0.0.1 https://{name}{path}")
+
+
 def header_values(headers: str, name: str) -> list[str]:
     import re
 

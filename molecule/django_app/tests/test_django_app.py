@@ -11,6 +11,7 @@ import time
 
 import pytest
 from wsgistack_testlib import (
+    answer_of,
     assert_recap,
     assert_refused_before_change,
     molecule_host_names,
@@ -19,6 +20,8 @@ from wsgistack_testlib import (
     put_file,
     run_playbook,
     scenario_group_vars,
+    site_get,
+    site_headers,
     start_request_loop,
     stop_request_loop,
     wait_for,
@@ -41,11 +44,7 @@ def release_path(name: str) -> str:
 
 def get(host, url: str, name: str = "mysite.test", extra: str = "") -> tuple[str, str]:
     """Status and body of an HTTPS request through nginx, with the site's name as Host and SNI."""
-    result = host.run(
-        f"curl -sk --max-time 10 --resolve {name}:443:127.0.0.1 -w '\\n%{{http_code}}' {extra} https://{name}{url}"
-    )
-    body, _, status = result.stdout.rpartition("\n")
-    return status, body
+    return site_get(host, name, url, extra)
 
 
 def current(host) -> str:
@@ -119,11 +118,9 @@ def test_release_serves_its_page_from_the_database_with_static_css(host):
     assert css, body
     status, stylesheet = get(host, css.group(1))
     assert status == "200" and "#1d3557" in stylesheet
-    headers = host.check_output(
-        f"curl -sk -o /dev/null -D - --resolve mysite.test:443:127.0.0.1 https://mysite.test{css.group(1)}"
-    ).lower()
+    headers = site_headers(host, "mysite.test", css.group(1))
     assert "cache-control: max-age=2592000" in headers
-    page_headers = host.check_output("curl -sk -o /dev/null -D - --resolve mysite.test:443:127.0.0.1 https://mysite.test/").lower()
+    page_headers = site_headers(host, "mysite.test", "/")
     assert page_headers.count("strict-transport-security:") == 1, page_headers
     assert page_headers.count("x-frame-options:") == 1, page_headers
     assert current(host).startswith(f"{ROOT}/releases/")
@@ -177,9 +174,7 @@ def test_startproject_project_serves_admin_login_with_its_css(host):
     # The generated settings turned DEBUG off and HTTPS-only cookies on.
     status, body = get(host, "/no-such-page/", name="plain.test")
     assert status == "404" and "URLconf" not in body
-    headers = host.check_output(
-        "curl -sk -o /dev/null -D - --resolve plain.test:443:127.0.0.1 https://plain.test/admin/login/"
-    ).lower()
+    headers = site_headers(host, "plain.test", "/admin/login/")
     assert re.search(r"set-cookie: csrftoken=.*; secure", headers), headers
 
 
@@ -248,11 +243,8 @@ def test_builtin_health_check_answers_only_on_the_host(host):
     assert (status, body) == ("200", f"ok {release}")
     address = host.check_output("hostname -I").split()[0]
     assert not address.startswith("127.")
-    remote = host.run(
-        f"curl -sk --max-time 10 --resolve plain.test:443:{address} -w '\\n%{{http_code}}' https://plain.test/-/wsgistack-health"
-    ).stdout
-    body, _, status = remote.rpartition("\n")
-    assert status == "404" and "ok " not in body, remote
+    status, body = answer_of(host, f"--resolve plain.test:443:{address} https://plain.test/-/wsgistack-health")
+    assert status == "404" and "ok " not in body, (status, body)
     # The database is part of the answer: without it the check fails, naming it.
     data = "/srv/plainsite/shared/data"
     assert host.file(f"{data}/db.sqlite3").is_file

@@ -21,7 +21,10 @@ from wsgistack_testlib import (
     output,
     recap,
     run_playbook,
+    site_get,
+    site_headers,
     start_request_loop,
+    status_of,
     stop_request_loop,
     tls_compliance_failures,
     tree_checksums,
@@ -41,13 +44,11 @@ def stack(host) -> str:
 
 
 def get(host, url: str) -> tuple[str, str]:
-    result = host.run(f"curl -sk --max-time 10 --resolve mysite.test:443:127.0.0.1 -w '\\n%{{http_code}}' https://mysite.test{url}")
-    body, _, status = result.stdout.rpartition("\n")
-    return status, body
+    return site_get(host, "mysite.test", url)
 
 
 def headers(host, url: str) -> str:
-    return host.check_output(f"curl -sk -o /dev/null -D - --resolve mysite.test:443:127.0.0.1 https://mysite.test{url}").lower()
+    return site_headers(host, "mysite.test", url)
 
 
 def current(host) -> str:
@@ -69,8 +70,7 @@ def test_site_answers_over_https_with_its_static_css(host):
     page = headers(host, "/")
     assert page.count("strict-transport-security:") == 1, page
     assert ("server: nginx" if stack(host) == "nginx_uwsgi" else "server: apache") in page
-    plain = host.run("curl -s -o /dev/null -w '%{http_code}' --resolve mysite.test:80:127.0.0.1 http://mysite.test/")
-    assert plain.stdout == "301"
+    assert status_of(host, "--resolve mysite.test:80:127.0.0.1 http://mysite.test/") == "301"
 
 
 def network_address(container: str) -> tuple[str, str]:

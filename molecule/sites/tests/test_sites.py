@@ -15,6 +15,7 @@ from wsgistack_testlib import (
     recap,
     run_playbook,
     scenario_group_vars,
+    site_get,
     tree_checksums,
 )
 
@@ -36,10 +37,7 @@ def sites_of(host) -> list[str]:
 
 
 def get(host, site: str, path: str) -> tuple[str, str]:
-    name = NAMES[site]
-    result = host.run(f"curl -sk --max-time 10 --resolve {name}:443:127.0.0.1 -w '\\n%{{http_code}}' https://{name}{path}")
-    body, _, status = result.stdout.rpartition("\n")
-    return status, body
+    return site_get(host, NAMES[site], path)
 
 
 def served_certificate(host, site: str) -> str:
@@ -93,8 +91,7 @@ def test_every_site_answers_over_https_with_its_own_certificate(host):
     assert "DNS:www.mysite.test" in certificates["mysite"]
     assert len({c.splitlines()[-1] for c in certificates.values()}) == len(certificates)
     # A name no site has gets no site's page.
-    assert host.run("curl -sk --max-time 10 --resolve other.test:443:127.0.0.1 -o /dev/null -w '%{http_code}' "
-                    "https://other.test/").stdout != "200"
+    assert site_get(host, "other.test", "/")[0] != "200"
 
 
 def test_each_site_runs_as_its_own_user_in_its_own_tree(host):

@@ -11,7 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from wsgistack_testlib import assert_recap, molecule_hosts, output, put_file, recap, run_playbook, scenario_group_vars
+from wsgistack_testlib import (
+    answer_of,
+    assert_recap,
+    molecule_hosts,
+    output,
+    put_file,
+    recap,
+    run_playbook,
+    scenario_group_vars,
+    site_get,
+    start_request_loop,
+    stop_request_loop,
+)
 
 testinfra_hosts = ["topology-lb1"]
 
@@ -27,10 +39,7 @@ def hosts() -> dict:
 
 
 def through_balancer(lb, path: str, extra: str = "") -> tuple[str, str]:
-    result = lb.run(f"curl -sk --max-time 10 --resolve mysite.test:443:127.0.0.1 -w '\\n%{{http_code}}' {extra} "
-                    f"https://mysite.test{path}")
-    body, _, status = result.stdout.rpartition("\n")
-    return status, body
+    return site_get(lb, "mysite.test", path, extra)
 
 
 def add_note(lb, text: str) -> None:
@@ -74,10 +83,7 @@ def test_database_accepts_only_the_web_hosts(host):
 def web_answer(client, target: str = "web1") -> tuple[str, str]:
     """A request for the site to a web host's backend port (plain HTTP), from another host;
     status 000 when the connection is not even answered."""
-    result = client.run(f"curl -s --connect-timeout 3 --max-time 10 -H 'Host: mysite.test' -w '\\n%{{http_code}}' "
-                        f"http://{target}/health/")
-    body, _, status = result.stdout.rpartition("\n")
-    return status, body
+    return answer_of(client, f"--connect-timeout 3 -H 'Host: mysite.test' http://{target}/health/")
 
 
 def database_answer(client) -> str:
@@ -394,48 +400,15 @@ def test_site_with_limit_changes_nothing_on_a_converged_topology(limit):
     assert result.returncode == 0, output(result)
     assert_recap(result, expected, changed=0, failed=0, unreachable=0)
 
-LOAD = r'''
-import http.client, json, os, socket, ssl, sys, time
-context = ssl._create_unverified_context()
-class SNI(http.client.HTTPSConnection):
-    def connect(self):
-        self.sock = self._context.wrap_socket(socket.create_connection(("127.0.0.1", 443), self.timeout),
-                                              server_hostname="mysite.test")
-failures, statuses, bodies, count, deadline = 0, {}, {}, 0, time.monotonic() + float(sys.argv[1])
-while time.monotonic() < deadline and not os.path.exists("/tmp/stop-load"):
-    count += 1
-    try:
-        conn = SNI("mysite.test", 443, timeout=10, context=context)
-        conn.request("GET", "/health/", headers={"Host": "mysite.test"})
-        response = conn.getresponse()
-        body = response.read().decode(errors="replace")
-        conn.close()
-        statuses[response.status] = statuses.get(response.status, 0) + 1
-        if response.status != 200:
-            failures += 1
-        bodies[body] = bodies.get(body, 0) + 1
-    except Exception as exc:
-        failures += 1
-        statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
-print(json.dumps({"requests": count, "failures": failures, "statuses": statuses, "bodies": bodies}))
-'''
-
-
 def under_load(lb, run):
-    """run() while lb1 serves a bounded request loop (at most 300 s); its result and the loop's report."""
-    lb.run("rm -f /tmp/stop-load /tmp/load.json")
-    put_file(lb, "/tmp/load.py", LOAD)
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    loader = subprocess.Popen(
-        ["ansible", "-i", inventory, "topology-lb1", "-m", "ansible.builtin.shell",
-         "-a", "python3 /tmp/load.py 300 > /tmp/load.json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3)
+    """run() while lb1 serves a request loop for the site's health path; its result and the
+    loop's report, with `bodies`: every answer the loop saw (release and web host)."""
+    start_request_loop(lb, "mysite.test", path="/health/", port=443, tls=True, batch=50)
     result = run()
     time.sleep(2)
-    lb.run("touch /tmp/stop-load")
-    loader.wait(timeout=60)
-    return result, json.loads(lb.file("/tmp/load.json").content_string)
+    load = stop_request_loop(lb)
+    load["bodies"] = sorted({body for batch in load["batches"] for body in batch})
+    return result, load
 
 
 @pytest.fixture(scope="module")
