@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from wsgistack_testlib import (
     assert_forced_renewal_served_after_reload,
@@ -119,6 +121,53 @@ def test_acme_server_down_fails_with_reason_and_keeps_certificate():
         assert curl(host, "--resolve hello.test:443:127.0.0.1 https://hello.test/x") == "app:/x"
 
 
+def test_another_key_type_reissues_the_certificate_with_it():
+    """key_type rsa for the served certificate: certbot issues it again with an RSA key, nginx
+    serves that one, and the next run with the same inputs changes nothing."""
+    inputs = scenario_group_vars()
+    inputs["certbot_certificates"][0]["key_type"] = "rsa"
+    result = run_playbook("converge.yml", extra_vars=inputs)
+    assert result.returncode == 0, output(result)
+    assert "hello (key type ecdsa -> rsa)" in output(result)
+    for host in molecule_hosts():
+        save_served_chain(host, "hello.test")
+        assert "Public Key Algorithm: rsaEncryption" in leaf_field(host, "/tmp/leaf.pem", "-text")
+        assert "key_type = rsa" in host.file("/etc/letsencrypt/renewal/hello.conf").content_string
+    again = run_playbook("converge.yml", extra_vars=inputs)
+    assert again.returncode == 0, output(again)
+    assert_recap(again, changed=0, failed=0)
+
+
+def test_an_absent_certificate_with_revoke_is_revoked_at_the_acme_server():
+    """A certificate issued, then marked state: absent with revoke: true: the ACME server lists it
+    as revoked, its lineage and stable paths are gone, and the other sites keep theirs."""
+    hosts = molecule_hosts()
+    inputs = scenario_group_vars()
+    inputs["certbot_certificates"].append({"name": "gone", "domains": ["gone.test"], "authenticator": "standalone"})
+    result = run_playbook("converge.yml", extra_vars=inputs)
+    assert result.returncode == 0, output(result)
+    serials = {}
+    for host in hosts:
+        serial = leaf_field(host, "/etc/letsencrypt/live/gone/cert.pem", "-serial").split("=", 1)[1]
+        serials[host] = f"{int(serial, 16):x}"
+        assert pebble_status(host, serials[host])["Status"] == "Valid"
+    inputs["certbot_certificates"][-1].update(state="absent", revoke=True)
+    result = run_playbook("converge.yml", extra_vars=inputs)
+    assert result.returncode == 0, output(result)
+    for host in hosts:
+        assert pebble_status(host, serials[host])["Status"] == "Revoked"
+        for path in ("/etc/letsencrypt/renewal/gone.conf", "/etc/letsencrypt/live/gone", "/etc/ssl/certbot/gone"):
+            assert not host.file(path).exists, path
+        assert host.file("/etc/letsencrypt/renewal/hello.conf").exists
+        assert curl(host, "--resolve hello.test:443:127.0.0.1 https://hello.test/x") == "app:/x"
+
+
+def pebble_status(host, serial: str) -> dict:
+    """What Pebble's management interface says of the certificate with this serial (hex)."""
+    return json.loads(host.check_output(
+        f"curl -sf --cacert /etc/pebble/cert.pem https://localhost:15000/cert-status-by-serial/{serial}"))
+
+
 def test_moving_to_another_acme_server_replaces_the_certificate():
     """Like staging -> production: the same Pebble under another directory URL is another server."""
     hosts = molecule_hosts()
@@ -160,7 +209,7 @@ BAD_INPUTS = {
         "certbot_acme_server"),
     "unknown authenticator": (
         {"certbot_certificates": [{"name": "d", "domains": ["d.test"], "authenticator": "dns"}]},
-        "value of authenticator must be one of: webroot, standalone, nginx, apache, got: dns", "certbot_certificates"),
+        "value of authenticator must be one of: webroot, standalone, got: dns", "certbot_certificates"),
 }
 
 
