@@ -558,6 +558,47 @@ def test_check_mode_reports_a_new_site_and_app_without_failing():
     assert host.run("systemctl cat uwsgi-hello3.service").rc != 0
 
 
+def accepts(host, address: str, port: int) -> bool:
+    """Whether something in the instance accepts TCP connections on address:port."""
+    return host.run(f"python3 -c 'import socket; socket.create_connection((\"{address}\", {port}), 3)'").rc == 0
+
+
+def test_tcp_app_behind_an_upstream_site_logging_to_the_journal():
+    """An app on a TCP socket, a site that names that host:port as its upstream, and the sites'
+    logs sent to the journal: the site's page comes from that app, uWSGI listens on the TCP
+    socket (loopback only), and the request is logged under the site's tag, not in a file. The
+    next converge marks both absent: the app and site are gone and the logs go to files again."""
+    host = molecule_hosts()[0]
+    hostname = host.backend.get_hostname()
+    inputs = scenario_group_vars()
+    inputs["nginx_uwsgi_apps"].append({"name": "tcpapp", "chdir": "/srv/hello", "wsgi_file": "/srv/hello/app.py",
+                                       "user": "hello2", "socket": "127.0.0.1:3031",
+                                       "environment": {"APP_GREETING": "over tcp"}})
+    inputs["nginx_uwsgi_sites"].append({"name": "tcp", "server_names": ["tcp.test"], "upstream": "127.0.0.1:3031"})
+    inputs["nginx_uwsgi_log_destination"] = "syslog"
+    page = "-H 'Host: tcp.test' http://127.0.0.1/logged"
+    try:
+        result = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+        assert result.returncode == 0, output(result)
+        assert wait_for(lambda: curl(host, page).startswith("app:/logged:over tcp:"), timeout=30), curl(host, page)
+        address = host.check_output("hostname -I").split()[0]
+        assert accepts(host, "127.0.0.1", 3031) and not accepts(host, address, 3031), address
+        assert "uwsgi_pass 127.0.0.1:3031;" in host.file("/etc/nginx/sites-available/tcp.conf").content_string
+        assert wait_for(lambda: "GET /logged " in host.run("journalctl -q --no-pager -t nginx_tcp").stdout, timeout=15)
+        assert not host.file("/var/log/nginx/tcp.access.log").exists
+    finally:
+        inputs = scenario_group_vars()
+        inputs["nginx_uwsgi_apps"].append({"name": "tcpapp", "state": "absent"})
+        inputs["nginx_uwsgi_sites"].append({"name": "tcp", "state": "absent"})
+        back = run_playbook("converge.yml", extra_vars=inputs, limit=hostname)
+    assert back.returncode == 0, output(back)
+    assert not accepts(host, "127.0.0.1", 3031)
+    assert not host.file("/etc/nginx/sites-enabled/tcp.conf").exists
+    assert curl(host, f"{HTTPS}/back-to-files").startswith("app:/back-to-files:")
+    assert wait_for(lambda: "GET /back-to-files " in host.file("/var/log/nginx/hello.access.log").content_string,
+                    timeout=15)
+
+
 def test_apps_move_between_supervisor_and_systemd():
     """hello moves to systemd and hello2 to supervisor in one converge, then both move back:
     each time the old manager's program or unit is gone, one master serves each app, and a
