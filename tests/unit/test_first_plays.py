@@ -1,0 +1,46 @@
+"""The plays site.yml runs before any host changes (the sites and addresses, then the check play),
+run for real as a user runs them at -v, against a web, a database and a balancer host (this
+machine each time, through the local connection): what they show, and what they need from
+each host's inventory."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from conftest import ROOT
+
+SECRETS = {"vault_secret_key": "vault-secret-key-3f9a1c7e-0123456789-0123456789-abcdefghij",
+           "vault_db_password": "vault-db-password-8b2d4e6f"}
+
+# django_app_* for every host, and the vault values they read for the web hosts only, as an
+# inventory with its vault in group_vars/web has them.
+INVENTORY = {"all": {
+    "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "wsgistack_stack": "nginx_uwsgi", "wsgistack_tls": "self_signed", "wsgistack_private_address_public": True,
+        "firewall_enabled": False, "django_app_environment_name": "staging", "django_app_name": "mysite",
+        "django_app_source": {"type": "directory", "path": str(ROOT / "examples/mysite")},
+        "django_app_settings_module": "mysite.settings.production", "django_app_allowed_hosts": ["mysite.test"],
+        "django_app_secret_key": "{{ vault_secret_key }}",
+        "django_app_database": {"engine": "postgresql", "name": "mysite", "user": "mysite", "host": "db1",
+                                "password": "{{ vault_db_password }}"},
+    },
+    "children": {"web": {"hosts": {"web1": {}}, "vars": SECRETS}, "db": {"hosts": {"db1": {}}}, "lb": {"hosts": {"lb1": {}}}},
+}}
+
+
+def test_checks_at_verbose_show_no_secret_and_need_none_off_the_web_hosts(ansible_run, tmp_path):
+    """The vault values are the web hosts' only: the database and balancer hosts pass the first
+    plays without them, and no secret shows at -v on any host (a skipped loop item shows its
+    value too)."""
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(INVENTORY))
+    # Tagged always, the first plays run for any tag; the plays after them have none of this one.
+    result = ansible_run("ansible-playbook", "-v", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
+                         "--tags", "wsgistack_first_plays_only", timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    for host in ("web1", "db1", "lb1"):
+        assert re.search(rf"^{host} +: ok=[1-9]\d* .*failed=0 ", text, re.M), text[-3000:]
+    leaked = [name for name, value in SECRETS.items() if value in text]
+    assert not leaked, leaked
