@@ -84,6 +84,29 @@ SHARING = {
                               "wsgistack_sites": [{"name": "blog", "allowed_hosts": ["blog.test"]},
                                                   {"name": "shop", "allowed_hosts": ["shop.test"]}]},
                              "needs its own secret_key"),
+    # One group through the inventory's django_app_group: each site's group reads the others' secrets.
+    "inherited_group": ({"django_app_group": "www-data",
+                         "wsgistack_sites": [site("blog", allowed_hosts=["blog.test"]),
+                                             site("shop", allowed_hosts=["shop.test"])]},
+                        "needs its own group (it reads the site's secrets and writes its data), but their groups"
+                        " www-data, www-data"),
+    # One health check host through the inventory: a release of shop would be checked through blog.
+    "inherited_health_check_host": ({"django_app_health_check_host": "blog.test",
+                                     "wsgistack_sites": [site("blog", allowed_hosts=["blog.test"]),
+                                                         site("shop", allowed_hosts=["shop.test"])]},
+                                    "more than one has the health_check_host blog.test"),
+    # A database without engine replaces django_app_database whole: it would be SQLite.
+    "database_without_engine": ({"wsgistack_sites": [site("blog", allowed_hosts=["blog.test"],
+                                                          database={"name": "blog", "user": "blog", "password": "pw"}),
+                                                     site("shop", allowed_hosts=["shop.test"])]},
+                                "blog: database replaces django_app_database whole and sets no engine"),
+}
+# What sites may have alike.
+ALIKE = {
+    # The same database and user names on two servers (e.g. a provider's defaults).
+    "database_names_on_two_servers": {"wsgistack_sites": [
+        site("blog", allowed_hosts=["blog.test"], database=pg("app", "app") | {"host": "pg1.example.com"}),
+        site("shop", allowed_hosts=["shop.test"], database=pg("app", "app") | {"host": "pg2.example.com"})]},
 }
 # Values that are not a list of sites, named by their types only (they may hold secrets).
 NOT_SITES = {
@@ -98,6 +121,7 @@ NOT_SITES = {
 def one_host_cases(ansible_run, tmp_path_factory):
     hosts = {name: web_vars for name, (web_vars, _) in SHARING.items()}
     hosts |= {f"not_sites_{name}": {"wsgistack_sites": value} for name, (value, _) in NOT_SITES.items()}
+    hosts |= {f"alike_{name}": web_vars for name, web_vars in ALIKE.items()}
     first = {"wsgistack_sites": [site("blog", allowed_hosts=["blog.test"])]}
     return problems(ansible_run, tmp_path_factory.mktemp("cases"), inventory({}, {"good": first} | hosts))
 
@@ -106,6 +130,11 @@ def one_host_cases(ansible_run, tmp_path_factory):
 def test_sites_that_would_share_what_is_their_own_are_refused(one_host_cases, case):
     assert one_host_cases["good"] == "", one_host_cases
     assert SHARING[case][1] in one_host_cases[case], one_host_cases[case]
+
+
+@pytest.mark.parametrize("case", ALIKE)
+def test_sites_may_have_alike_what_is_not_theirs_alone(one_host_cases, case):
+    assert one_host_cases[f"alike_{case}"] == "", one_host_cases[f"alike_{case}"]
 
 
 @pytest.mark.parametrize("case", NOT_SITES)
@@ -124,3 +153,27 @@ def test_web_hosts_with_other_databases_than_the_first_are_refused(ansible_run, 
                                                       {"web1": {}, "web2": {"wsgistack_sites": [shop]}}, db=True))
     assert found["web1"] == "" and found["db1"] == "", found
     assert "this host's sites use other PostgreSQL databases" in found["web2"], found
+
+
+def test_balancers_take_the_sites_own_options(ansible_run, tmp_path):
+    """A site's site_options reach the balancers' site as they reach the web hosts' (its own, else
+    wsgistack_site_options): a body the web host admits is not refused by the balancer."""
+    out = tmp_path / "lb_sites.json"
+    web = {"wsgistack_site_options": {"client_max_body_size": "20m"},
+           "wsgistack_sites": [site("shop", allowed_hosts=["shop.test"],
+                                    site_options={"client_max_body_size": "50m", "uwsgi_read_timeout": 120})]}
+    inventory_file = tmp_path / "inventory.yml"
+    found = inventory(web, {"web1": {}})
+    found["all"]["children"]["lb"] = {"hosts": {"lb1": {}},
+                                      "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}}
+    inventory_file.write_text(yaml.safe_dump(found))
+    (tmp_path / "lb.yml").write_text(json.dumps([{
+        "hosts": "lb", "connection": "local", "gather_facts": False,
+        "vars_files": [str(ROOT / "playbooks/vars/site.yml")],
+        "tasks": [{"ansible.builtin.copy": {"content": "{{ __wsgistack_lb_sites | to_json }}", "dest": str(out)}}],
+    }]))
+    result = ansible_run("ansible-playbook", "-i", str(inventory_file), str(tmp_path / "lb.yml"), timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (lb_site,) = json.loads(out.read_text())
+    assert lb_site["name"] == "shop" and lb_site["server_names"] == ["shop.test"], lb_site
+    assert lb_site["client_max_body_size"] == "50m" and lb_site["uwsgi_read_timeout"] == 120, lb_site
