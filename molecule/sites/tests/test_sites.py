@@ -173,19 +173,22 @@ BAD_SITES = [
      "wsgistack_sites entry blog has keys no site takes: colour", "more than one answers to plain.test"),
     ({"wsgistack_site": "nosuchsite"},
      "wsgistack_site=nosuchsite (-e wsgistack_site=<name>, which picks the site a run is about) names no site",
-     "mysite, plainsite"),
+     "mysite, plainsite", DEPLOY),
+    ({"wsgistack_site": "mysite"}, "site.yml sets up every site of the web hosts and what they share",
+     "so it takes no -e wsgistack_site=mysite: release one site with playbooks/deploy.yml"),
     ({"django_app_secret_key": "one-key-for-every-site-0123456789-0123456789-0123456789"},
      "django_app_secret_key set above wsgistack_sites (with -e) would be every", "set secret_key in the"),
 ]
 
 
 @pytest.mark.parametrize("case", BAD_SITES, ids=[
-    "duplicate name", "unknown key and shared host name", "unknown -e wsgistack_site", "-e over every site"])
+    "duplicate name", "unknown key and shared host name", "unknown -e wsgistack_site", "site.yml for one site",
+    "-e over every site"])
 def test_bad_sites_are_refused_before_any_host_changes(case):
-    extra_vars, message, detail = case
+    extra_vars, message, detail, playbook = (*case, "converge.yml")[:4]
     hosts = molecule_hosts()
     before = {h.backend.host: {site: state(h, site) for site in sites_of(h)} for h in hosts}
-    result = run_playbook("converge.yml", extra_vars=extra_vars)
+    result = run_playbook(playbook, extra_vars=extra_vars)
     text = output(result)
     assert result.returncode != 0, text
     assert message in text and detail in text, text
