@@ -84,6 +84,12 @@ SHARING = {
                               "wsgistack_sites": [{"name": "blog", "allowed_hosts": ["blog.test"]},
                                                   {"name": "shop", "allowed_hosts": ["shop.test"]}]},
                              "needs its own secret_key"),
+    # Secret files through the inventory's django_app_secret_files: two projects with one real SECRET_KEY.
+    "inherited_secret_files": ({"django_app_secret_files": {".config_secret/settings_common.json": {"django": {
+                                    "secret_key": "one-real-key-for-two-projects-0123456789-0123456789"}}},
+                                "wsgistack_sites": [site("blog", allowed_hosts=["blog.test"]),
+                                                    site("shop", allowed_hosts=["shop.test"])]},
+                               "needs its own secret_files: more than one has the same"),
     # One group through the inventory's django_app_group: each site's group reads the others' secrets.
     "inherited_group": ({"django_app_group": "www-data",
                          "wsgistack_sites": [site("blog", allowed_hosts=["blog.test"]),
