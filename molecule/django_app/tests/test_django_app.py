@@ -280,6 +280,28 @@ def v2_deploy():
     return hosts, before, result
 
 
+def test_published_facts_name_what_is_on_the_host(tmp_path):
+    """What the role publishes for a play that serves the app itself (django_app_deployment and
+    django_app_uwsgi_app) names the app's paths and release as they are on the host."""
+    result = run_playbook("facts.yml", extra_vars={"facts_dir": str(tmp_path)})
+    assert result.returncode == 0, output(result)
+    for h in molecule_hosts():
+        facts = json.loads((tmp_path / f"{h.backend.host}.json").read_text())
+        deployment, app = facts["deployment"], facts["uwsgi_app"]
+        assert (deployment["name"], deployment["root"], deployment["user"]) == ("mysite", ROOT, "mysite"), deployment
+        assert deployment["current"] == f"{ROOT}/current"
+        assert h.file(deployment["current"]).is_symlink and h.file(deployment["current"]).linked_to == deployment["release"]
+        assert deployment["release"] == f"{ROOT}/releases/{deployment['release_id']}", deployment
+        config = h.file(deployment["config_dir"])
+        assert config.is_directory and config.group == deployment["group"] and config.mode & 0o007 == 0, deployment
+        assert h.file(deployment["wsgi_script"]).is_file
+        assert deployment["wsgi_module"] == app["module"] and deployment["virtualenv"] == app["virtualenv"]
+        assert h.file(f"{deployment['virtualenv']}/bin/python").exists
+        assert h.file(deployment["static_root"]).is_directory and h.file(deployment["media_root"]).is_directory
+        assert deployment["server_names"] == INPUTS["django_app_allowed_hosts"]
+        assert not {"socket"} & set(deployment)
+
+
 def test_only_the_newest_backups_are_kept(v2_deploy):
     """v2's migration is preceded by a backup (SQLite's online backup: the scenario is
     production-like, where backups are on by default); then only the newest
