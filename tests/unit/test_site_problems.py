@@ -96,6 +96,11 @@ SHARING = {
                                              site("shop", allowed_hosts=["shop.test"])]},
                         "needs its own group (it reads the site's secrets and writes its data), but their groups"
                         " www-data, www-data"),
+    # A daemon site in Apache's group, beside an embedded site (which runs as www-data).
+    "group_of_the_embedded_site": ({"wsgistack_stack": "apache_daemon",
+                                    "wsgistack_sites": [site("blog", allowed_hosts=["blog.test"], group="www-data"),
+                                                        site("wiki", allowed_hosts=["wiki.test"], mode="embedded")]},
+                                   "but their groups www-data, www-data name one group twice"),
     # One health check host through the inventory: a release of shop would be checked through blog.
     "inherited_health_check_host": ({"django_app_health_check_host": "blog.test",
                                      "wsgistack_sites": [site("blog", allowed_hosts=["blog.test"]),
@@ -162,8 +167,9 @@ def test_web_hosts_with_other_databases_than_the_first_are_refused(ansible_run, 
 
 
 def test_balancers_take_the_sites_own_options(ansible_run, tmp_path):
-    """A site's site_options reach the balancers' site as they reach the web hosts' (its own, else
-    wsgistack_site_options): a body the web host admits is not refused by the balancer."""
+    """A site's site_options reach the balancers' site as they reach the web hosts': a body the web
+    host admits is not refused by the balancer. The balancers' own wsgistack_site_options stay
+    under them."""
     out = tmp_path / "lb_sites.json"
     web = {"wsgistack_site_options": {"client_max_body_size": "20m"},
            "wsgistack_sites": [site("shop", allowed_hosts=["shop.test"],
@@ -171,7 +177,8 @@ def test_balancers_take_the_sites_own_options(ansible_run, tmp_path):
     inventory_file = tmp_path / "inventory.yml"
     found = inventory(web, {"web1": {}})
     found["all"]["children"]["lb"] = {"hosts": {"lb1": {}},
-                                      "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}}
+                                      "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                                               "wsgistack_site_options": {"client_max_body_size": "1m", "hsts_max_age": 600}}}
     inventory_file.write_text(yaml.safe_dump(found))
     (tmp_path / "lb.yml").write_text(json.dumps([{
         "hosts": "lb", "connection": "local", "gather_facts": False,
@@ -183,3 +190,4 @@ def test_balancers_take_the_sites_own_options(ansible_run, tmp_path):
     (lb_site,) = json.loads(out.read_text())
     assert lb_site["name"] == "shop" and lb_site["server_names"] == ["shop.test"], lb_site
     assert lb_site["client_max_body_size"] == "50m" and lb_site["uwsgi_read_timeout"] == 120, lb_site
+    assert lb_site["hsts_max_age"] == 600, lb_site

@@ -121,9 +121,10 @@ def test_acme_server_down_fails_with_reason_and_keeps_certificate():
         assert curl(host, "--resolve hello.test:443:127.0.0.1 https://hello.test/x") == "app:/x"
 
 
-def test_another_key_type_reissues_the_certificate_with_it():
-    """key_type rsa for the served certificate: certbot issues it again with an RSA key, nginx
-    serves that one, and the next run with the same inputs changes nothing."""
+def test_another_key_type_or_authenticator_reissues_the_certificate_with_it():
+    """key_type rsa for the served certificate: certbot issues it again with an RSA key, and nginx
+    serves that one; then the standalone authenticator: issued again with it, so that renewals use
+    it too. The next run with the same inputs changes nothing."""
     inputs = scenario_group_vars()
     inputs["certbot_certificates"][0]["key_type"] = "rsa"
     result = run_playbook("converge.yml", extra_vars=inputs)
@@ -133,6 +134,13 @@ def test_another_key_type_reissues_the_certificate_with_it():
         save_served_chain(host, "hello.test")
         assert "Public Key Algorithm: rsaEncryption" in leaf_field(host, "/tmp/leaf.pem", "-text")
         assert "key_type = rsa" in host.file("/etc/letsencrypt/renewal/hello.conf").content_string
+    inputs["certbot_certificates"][0]["authenticator"] = "standalone"
+    result = run_playbook("converge.yml", extra_vars=inputs)
+    assert result.returncode == 0, output(result)
+    assert "hello (authenticator webroot -> standalone)" in output(result)
+    for host in molecule_hosts():
+        assert "authenticator = standalone" in host.file("/etc/letsencrypt/renewal/hello.conf").content_string
+        assert host.service("nginx").is_running
     again = run_playbook("converge.yml", extra_vars=inputs)
     assert again.returncode == 0, output(again)
     assert_recap(again, changed=0, failed=0)
