@@ -291,7 +291,7 @@ def assert_answered_through_reloads(host, report: dict, since: int, reloads: int
 
 
 def test_day_two_inputs_change_on_every_stack_and_go_back():
-    """DAY_TWO in one site.yml run on every host (each stack on Debian 12 and 13), limited to the
+    """DAY_TWO in one site.yml run on every host (each stack), limited to the
     web server roles' tags as users tune a live site: each change shows on the host; the same
     run with the scenario's values puts every value back; a request loop on each host sees only
     the page it saw before, all the while."""
@@ -394,7 +394,7 @@ FAILING_CHANGES = {
 
 
 def one_host_per_stack(hosts: list) -> list:
-    """A host of each stack (Debian 12 and 13 alternate), for tests whose every run goes to
+    """A host of each stack, for tests whose every run goes to
     each stack but need not go to each platform as well."""
     chosen: dict = {}
     for h in hosts:
