@@ -8,5 +8,6 @@ urlpatterns = [
     path("hello", views.hello, name="hello"),
     path("db", views.db, name="db"),
     path("health/", views.health, name="health"),
+    path("task", views.task, name="task"),
     path("admin/", admin.site.urls),
 ]

@@ -1,6 +1,8 @@
 import os
+import re
 import socket
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -45,3 +47,35 @@ def health(request):
         cursor.execute("SELECT 1")
         cursor.fetchone()
     return HttpResponse(f"ok {VERSION} {socket.gethostname()}", content_type="text/plain")
+
+
+TASK_TEXT = re.compile(r"[A-Za-z0-9 _-]{1,64}")
+
+
+@require_GET
+def task(request):
+    """Runs notes.tasks.release_echo on the Celery worker and shows its result."""
+    text = request.GET.get("text", "")
+    if not TASK_TEXT.fullmatch(text):
+        return HttpResponse("text: 1 to 64 characters of A-Z a-z 0-9 space _ -\n", status=400,
+                            content_type="text/plain")
+    # Imported here: the site runs without celery (requirements/production.txt).
+    try:
+        from celery.exceptions import TimeoutError as TaskTimeout
+        from kombu.exceptions import OperationalError
+
+        from .tasks import release_echo
+    except ImportError:
+        return HttpResponse("celery is not installed\n", status=503, content_type="text/plain")
+    if not getattr(settings, "CELERY_BROKER_URL", ""):
+        return HttpResponse("celery is not configured: MYSITE_REDIS_URL is not set\n", status=503,
+                            content_type="text/plain")
+    try:
+        result = release_echo.delay(text)
+    except OperationalError:
+        return HttpResponse("task broker unreachable\n", status=503, content_type="text/plain")
+    try:
+        output = result.get(timeout=10)
+    except TaskTimeout:
+        return HttpResponse("task timed out\n", status=504, content_type="text/plain")
+    return HttpResponse(f"task: {output}", content_type="text/plain")

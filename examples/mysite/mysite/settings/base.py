@@ -107,6 +107,15 @@ STORAGES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Celery (requirements/worker.txt) uses Redis as broker and result store when MYSITE_REDIS_URL
+# names one (redis://:password@host:6379/0); without it the /task page answers 503.
+if env("MYSITE_REDIS_URL", ""):
+    CELERY_BROKER_URL = CELERY_RESULT_BACKEND = env("MYSITE_REDIS_URL")
+# Tasks run in the worker, never inside the web request.
+CELERY_TASK_ALWAYS_EAGER = False
+# Celery 5.x warns unless this is set; the worker keeps retrying a broker that is not up yet.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

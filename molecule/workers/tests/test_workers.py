@@ -1,0 +1,225 @@
+"""Workers, timers and Redis through site.yml: a task submitted over HTTPS runs on the Celery
+worker through Redis; deploys and rollbacks move the workers with the release; timers run on
+schedule with the live release, never twice at once, and a failing run shows as failed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from wsgistack_testlib import (
+    assert_recap,
+    journal,
+    molecule_host_names,
+    molecule_hosts,
+    output,
+    run_playbook,
+    scenario_group_vars,
+    site_get,
+    tree_checksums,
+    wait_for,
+)
+
+testinfra_hosts = molecule_host_names()
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+DEPLOY = str(PROJECT / "playbooks" / "deploy.yml")
+ROLLBACK = str(PROJECT / "playbooks" / "rollback.yml")
+NAME = "mysite.test"
+WORKER = "django-mysite-worker-celery@1.service"
+TICKS = "/srv/mysite/shared/data/ticks.log"
+UNITS = ["/etc/systemd/system/django-mysite-worker-celery@.service",
+         "/etc/systemd/system/django-mysite-timer-tick.service", "/etc/systemd/system/django-mysite-timer-tick.timer"]
+
+
+def task(host, text: str) -> tuple[str, str]:
+    return site_get(host, NAME, f"/task?text={text}", extra="--max-time 30")
+
+
+def worker_pids(host) -> set[int]:
+    """Every process of the worker's unit (Celery's main process and its pool)."""
+    group = host.check_output(f"systemctl show -P ControlGroup {WORKER}")
+    if not group:
+        return set()
+    procs = host.run(f"cat /sys/fs/cgroup{group}/cgroup.procs")
+    return {int(pid) for pid in procs.stdout.split()}
+
+
+def answered_by_worker(host, text: str, release: str) -> int:
+    """Submit a task through the site; its answer names the release and the worker's pid."""
+    status, body = task(host, text)
+    assert status == "200", f"{status} {body}\n{journal(host, WORKER)}"
+    match = re.fullmatch(rf"task: {text} from release {release} \(pid (\d+)\)", body.strip())
+    assert match, body
+    pid = int(match.group(1))
+    assert pid in worker_pids(host), (pid, worker_pids(host))
+    return pid
+
+
+def release_copy(version: str) -> str:
+    """The example project with another VERSION, as another release."""
+    target = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "releases" / f"v{version}"
+    if not target.exists():
+        shutil.copytree(PROJECT / "examples" / "mysite", target,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3"))
+        (target / "mysite" / "version.py").write_text(f'VERSION = "{version}"\n')
+    return str(target)
+
+
+def test_task_through_the_site_runs_on_the_worker_through_redis(host):
+    answered_by_worker(host, "hello", "1")
+    # The worker runs as the app user, with the release's virtualenv.
+    main = host.check_output(f"systemctl show -P MainPID {WORKER}")
+    assert host.check_output(f"ps -o user= -p {main}") == "mysite"
+    assert "/srv/mysite/releases/" in host.check_output(f"readlink /proc/{main}/exe") or \
+        "/srv/mysite/" in host.check_output(f"tr '\\0' ' ' < /proc/{main}/cmdline")
+
+
+def test_deploy_moves_the_workers_to_the_new_release_and_rollback_back():
+    """After a deploy of a release whose task answers otherwise, a new task gets the new answer
+    and no worker process started before the switch is left; rollback.yml brings the old
+    answer back the same way."""
+    hosts = molecule_hosts()
+    before = {h.backend.host: worker_pids(h) for h in hosts}
+    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": release_copy("2")})
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        answered_by_worker(h, "after-deploy", "2")
+        assert not worker_pids(h) & before[h.backend.host], (worker_pids(h), before[h.backend.host])
+    during = {h.backend.host: worker_pids(h) for h in hosts}
+    result = run_playbook(ROLLBACK)
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        answered_by_worker(h, "after-rollback", "1")
+        assert not worker_pids(h) & during[h.backend.host]
+    # Back on the inventory's release: the converge that follows changes nothing.
+    result = run_playbook("converge.yml")
+    assert_recap(result, changed=0)
+
+
+def test_a_release_that_fails_its_check_leaves_the_workers_on_the_live_release():
+    hosts = molecule_hosts()
+    bad = Path(release_copy("3"))
+    (bad / "notes" / "views.py").write_text((bad / "notes" / "views.py").read_text().replace(
+        "def health(", "def health(request):\n    raise RuntimeError('unhealthy on purpose')\n\n\ndef _health_unused("))
+    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": str(bad), "django_app_check_before_switch": False})
+    assert result.returncode != 0 and "failed its check after the switch" in output(result), output(result)
+    for h in hosts:
+        answered_by_worker(h, "after-bad-release", "1")
+
+
+def test_a_killed_worker_is_started_again(host):
+    main = int(host.check_output(f"systemctl show -P MainPID {WORKER}"))
+    host.run(f"kill -9 {main}")
+    wait_for(lambda: host.check_output(f"systemctl show -P MainPID {WORKER}") not in ("0", str(main))
+             and host.run(f"systemctl is-active {WORKER}").stdout.strip() == "active", timeout=30)
+    wait_for(lambda: task(host, "after-kill")[0] == "200", timeout=60, interval=2)
+    answered_by_worker(host, "after-kill", "1")
+
+
+def test_timer_runs_with_the_live_release_and_never_twice_at_once(host):
+    host.run(f"truncate -s 0 {TICKS}")
+    # Every 5 s, each run 7 s: in 30 s about three runs.
+    wait_for(lambda: host.run(f"grep -c ' end$' {TICKS}").stdout.strip() not in ("", "0", "1"), timeout=60, interval=2)
+    lines = [line for line in host.file(TICKS).content_string.splitlines() if line.endswith((" start", " end"))]
+    assert all("release=1 settings=mysite.settings.production" in line for line in lines), lines
+    marks = [line.rsplit(" ", 1)[1] for line in lines]
+    # Starts and ends alternate: no run began while another was going.
+    if marks and marks[0] == "end":
+        marks = marks[1:]
+    assert all(mark == ("start" if i % 2 == 0 else "end") for i, mark in enumerate(marks)), lines
+    assert host.service("django-mysite-timer-tick.timer").is_enabled
+    log = host.check_output("journalctl -t mysite-tick --no-pager -n 20")
+    assert "release=1" in log, log
+
+
+def test_a_failing_timer_run_shows_as_failed(host):
+    wait_for(lambda: "django-mysite-timer-tickfail.service" in host.check_output("systemctl --failed --plain --no-legend"),
+             timeout=40, interval=2)
+    assert "tick failed on purpose" in host.check_output("journalctl -t mysite-tickfail --no-pager -n 20")
+
+
+def test_redis_requires_its_password_listens_on_localhost_and_keeps_data_across_a_restart(host):
+    password = scenario_group_vars()["redis_password"]
+    assert "NOAUTH" in host.run("redis-cli ping").stdout
+    listening = host.check_output("ss -Hltn 'sport = :6379'")
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()}
+    assert addresses and addresses <= {"127.0.0.1", "[::1]"}, listening
+    env = f"REDISCLI_AUTH={password}"
+    assert host.check_output(f"{env} redis-cli set wsgistack-kept yes") == "OK"
+    host.run_expect([0], "systemctl restart redis-server")
+    wait_for(lambda: host.run(f"{env} redis-cli ping").stdout.strip() == "PONG", timeout=30)
+    assert host.check_output(f"{env} redis-cli get wsgistack-kept") == "yes"
+    conf = host.file("/etc/redis/redis.conf")
+    assert conf.user == "redis" and conf.mode == 0o640
+
+
+def redis_config(host, name: str) -> str:
+    password = scenario_group_vars()["redis_password"]
+    return host.check_output(f"REDISCLI_AUTH={password} redis-cli config get {name}").splitlines()[-1]
+
+
+def test_day_two_workers_timers_and_redis_change_and_go_back():
+    """django_app_workers' processes, django_app_timers' on_calendar and Redis' redis_maxmemory,
+    redis_maxmemory_policy and redis_persistence changed, then a worker and a timer marked absent:
+    each shows on the hosts, Redis keeps its data; the inventory's values put everything back."""
+    hosts = molecule_hosts()
+    base = scenario_group_vars()
+    password = base["redis_password"]
+    for h in hosts:
+        assert h.check_output(f"REDISCLI_AUTH={password} redis-cli set wsgistack-day-two kept") == "OK"
+    workers = [dict(base["django_app_workers"][0], processes=2)]
+    timers = [dict(base["django_app_timers"][0], on_calendar="*:*:0/30"), base["django_app_timers"][1]]
+    result = run_playbook("converge.yml", extra_vars={
+        "django_app_workers": workers, "django_app_timers": timers,
+        "redis_maxmemory": "32mb", "redis_maxmemory_policy": "allkeys-lru", "redis_persistence": "aof"})
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert h.run("systemctl is-active django-mysite-worker-celery@2.service").stdout.strip() == "active"
+        assert "*:*:0/30" in h.file("/etc/systemd/system/django-mysite-timer-tick.timer").content_string
+        assert (redis_config(h, "maxmemory"), redis_config(h, "maxmemory-policy"), redis_config(h, "appendonly")) \
+            == (str(32 * 1024 * 1024), "allkeys-lru", "yes")
+        assert h.check_output(f"REDISCLI_AUTH={password} redis-cli get wsgistack-day-two") == "kept"
+        wait_for(lambda h=h: task(h, "two")[0] == "200", timeout=60, interval=2)
+    gone = {"django_app_workers": [dict(workers[0], state="absent")],
+            "django_app_timers": [dict(timers[0], state="absent"), base["django_app_timers"][1]]}
+    result = run_playbook("converge.yml", extra_vars=gone)
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert not h.file(UNITS[0]).exists and not h.file(UNITS[2]).exists
+        assert h.run("systemctl is-active django-mysite-worker-celery@1.service").stdout.strip() != "active"
+        assert h.run("pgrep -u mysite -f 'celery -A mysite worker'").rc == 1
+        assert task(h, "none")[0] == "504"
+    result = run_playbook("converge.yml")
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert not h.file("/etc/systemd/system/multi-user.target.wants/django-mysite-worker-celery@2.service").exists
+        assert (redis_config(h, "maxmemory"), redis_config(h, "maxmemory-policy"), redis_config(h, "appendonly")) \
+            == (str(64 * 1024 * 1024), "noeviction", "no")
+        assert h.check_output(f"REDISCLI_AUTH={password} redis-cli get wsgistack-day-two") == "kept"
+        answered_by_worker(h, "back", "1")
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message", "variable"),
+    [
+        ({"django_app_workers": [{"name": "celery"}]}, "needs a command on one line", "django_app_workers"),
+        ({"django_app_timers": [{"name": "t", "command": "clearsessions", "on_calendar": "every tuesday-ish"}]},
+         "systemd does not take the on_calendar", "django_app_timers"),
+        ({"redis_password": "short"}, "redis_password", "redis_password"),
+    ],
+    ids=["worker without command", "calendar systemd refuses", "short redis password"],
+)
+def test_bad_input_is_refused_before_any_change(extra_vars, message, variable):
+    hosts = molecule_hosts()
+    paths = [*UNITS, "/etc/redis/redis.conf", "/srv/mysite/current/_config"]
+    before = {h.backend.host: ([tree_checksums(h, p) for p in paths], worker_pids(h)) for h in hosts}
+    result = run_playbook("converge.yml", extra_vars=extra_vars)
+    text = output(result)
+    assert result.returncode != 0 and message in text and variable in text, text
+    assert_recap(result, changed=0)
+    for h in hosts:
+        assert ([tree_checksums(h, p) for p in paths], worker_pids(h)) == before[h.backend.host]
