@@ -111,6 +111,24 @@ def test_a_release_that_fails_its_check_leaves_the_workers_on_the_live_release()
         answered_by_worker(h, "after-bad-release", "1")
 
 
+def test_a_worker_that_crashes_on_start_sends_the_release_back():
+    """A release whose worker exits as it starts (the site itself is fine): the deploy fails,
+    naming the worker and its last words, current goes back and the workers run the live release."""
+    hosts = molecule_hosts()
+    crash = Path(release_copy("4"))
+    celery = crash / "mysite" / "celery.py"
+    celery.write_text(celery.read_text() + "\nimport sys\n\nif 'worker' in sys.argv:\n"
+                      "    raise SystemExit('worker refuses to start on purpose')\n")
+    live = {h.backend.host: h.check_output("readlink /srv/mysite/current") for h in hosts}
+    result = run_playbook(DEPLOY, extra_vars={"mysite_source_path": str(crash), "django_app_workers_check_seconds": 8})
+    text = output(result)
+    assert result.returncode != 0, text
+    assert f"{WORKER} did not stay up for 8 s" in text and "worker refuses to start on purpose" in text, text
+    for h in hosts:
+        assert h.check_output("readlink /srv/mysite/current") == live[h.backend.host]
+        answered_by_worker(h, "after-crash", "1")
+
+
 def test_a_killed_worker_is_started_again(host):
     main = int(host.check_output(f"systemctl show -P MainPID {WORKER}"))
     host.run(f"kill -9 {main}")
