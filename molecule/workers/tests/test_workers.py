@@ -74,8 +74,10 @@ def test_task_through_the_site_runs_on_the_worker_through_redis(host):
     # The worker runs as the app user, with the release's virtualenv.
     main = host.check_output(f"systemctl show -P MainPID {WORKER}")
     assert host.check_output(f"ps -o user= -p {main}") == "mysite"
-    assert "/srv/mysite/releases/" in host.check_output(f"readlink /proc/{main}/exe") or \
-        "/srv/mysite/" in host.check_output(f"tr '\\0' ' ' < /proc/{main}/cmdline")
+    # In the live release's directory, with its virtualenv's celery.
+    live = host.check_output("readlink -f /srv/mysite/current")
+    assert host.check_output(f"readlink /proc/{main}/cwd") == live
+    assert f"{live}/.venv/bin/celery" in host.check_output(f"tr '\\0' ' ' < /proc/{main}/cmdline")
 
 
 def test_deploy_moves_the_workers_to_the_new_release_and_rollback_back():
@@ -202,19 +204,29 @@ def test_day_two_workers_timers_and_redis_change_and_go_back():
             == (str(32 * 1024 * 1024), "allkeys-lru", "yes")
         assert h.check_output(f"REDISCLI_AUTH={password} redis-cli get wsgistack-day-two") == "kept"
         wait_for(lambda h=h: task(h, "two")[0] == "200", timeout=60, interval=2)
-    gone = {"django_app_workers": [dict(workers[0], state="absent")],
-            "django_app_timers": [dict(timers[0], state="absent"), base["django_app_timers"][1]]}
-    result = run_playbook("converge.yml", extra_vars=gone)
+    # Back to one process, the tick timer marked absent: the second process and the timer's units go.
+    fewer = {"django_app_workers": base["django_app_workers"],
+             "django_app_timers": [dict(timers[0], state="absent"), base["django_app_timers"][1]]}
+    result = run_playbook("converge.yml", extra_vars=fewer)
     assert result.returncode == 0, output(result)
     for h in hosts:
-        assert not h.file(UNITS[0]).exists and not h.file(UNITS[2]).exists
-        assert h.run("systemctl is-active django-mysite-worker-celery@1.service").stdout.strip() != "active"
+        assert not h.file("/etc/systemd/system/multi-user.target.wants/django-mysite-worker-celery@2.service").exists
+        assert h.run("systemctl is-active django-mysite-worker-celery@2.service").stdout.strip() != "active"
+        assert h.run("systemctl is-active django-mysite-worker-celery@1.service").stdout.strip() == "active"
+        for path in [*UNITS[1:], "/etc/systemd/system/timers.target.wants/django-mysite-timer-tick.timer"]:
+            assert not h.file(path).exists, path
+        assert "django-mysite-timer-tick.timer" not in h.check_output("systemctl list-timers --all --no-legend")
+    # The worker marked absent: no process of it is left, and tasks wait in vain.
+    result = run_playbook("converge.yml", extra_vars={"django_app_workers": [dict(workers[0], state="absent")]})
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        assert not h.file(UNITS[0]).exists
         assert h.run("pgrep -u mysite -f 'celery -A mysite worker'").rc == 1
         assert task(h, "none")[0] == "504"
     result = run_playbook("converge.yml")
     assert result.returncode == 0, output(result)
     for h in hosts:
-        assert not h.file("/etc/systemd/system/multi-user.target.wants/django-mysite-worker-celery@2.service").exists
+        assert h.file(UNITS[2]).exists
         assert (redis_config(h, "maxmemory"), redis_config(h, "maxmemory-policy"), redis_config(h, "appendonly")) \
             == (str(64 * 1024 * 1024), "noeviction", "no")
         assert h.check_output(f"REDISCLI_AUTH={password} redis-cli get wsgistack-day-two") == "kept"
