@@ -41,9 +41,11 @@ def task(host, text: str) -> tuple[str, str]:
 
 def worker_pids(host) -> set[int]:
     """Every process of the worker's unit (Celery's main process and its pool)."""
-    group = host.check_output(f"systemctl show -P ControlGroup {WORKER}")
-    if not group:
+    main = host.check_output(f"systemctl show -P MainPID {WORKER}")
+    if main in ("", "0"):
         return set()
+    # The unit's cgroup as the kernel names it (systemd's own name is relative to the container).
+    group = host.run(f"sed -n 's/^0:://p' /proc/{main}/cgroup").stdout.strip()
     procs = host.run(f"cat /sys/fs/cgroup{group}/cgroup.procs")
     return {int(pid) for pid in procs.stdout.split()}
 
@@ -216,6 +218,8 @@ def test_day_two_workers_timers_and_redis_change_and_go_back():
         for path in [*UNITS[1:], "/etc/systemd/system/timers.target.wants/django-mysite-timer-tick.timer"]:
             assert not h.file(path).exists, path
         assert "django-mysite-timer-tick.timer" not in h.check_output("systemctl list-timers --all --no-legend")
+        # A run the removal stopped does not stay behind as a failure.
+        assert "django-mysite-timer-tick" not in h.check_output("systemctl --failed --plain --no-legend")
     # The worker marked absent: no process of it is left, and tasks wait in vain.
     result = run_playbook("converge.yml", extra_vars={"django_app_workers": [dict(workers[0], state="absent")]})
     assert result.returncode == 0, output(result)
