@@ -40,14 +40,12 @@ def task(host, text: str) -> tuple[str, str]:
 
 
 def worker_pids(host) -> set[int]:
-    """Every process of the worker's unit (Celery's main process and its pool)."""
+    """Every process of the worker's unit: Celery's main process and its pool (its children)."""
     main = host.check_output(f"systemctl show -P MainPID {WORKER}")
     if main in ("", "0"):
         return set()
-    # The unit's cgroup as the kernel names it (systemd's own name is relative to the container).
-    group = host.run(f"sed -n 's/^0:://p' /proc/{main}/cgroup").stdout.strip()
-    procs = host.run(f"cat /sys/fs/cgroup{group}/cgroup.procs")
-    return {int(pid) for pid in procs.stdout.split()}
+    children = host.run(f"ps -o pid= --ppid {main}").stdout.split()
+    return {int(main), *(int(pid) for pid in children)}
 
 
 def answered_by_worker(host, text: str, release: str) -> int:
