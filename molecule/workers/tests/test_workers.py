@@ -217,7 +217,7 @@ def test_day_two_workers_timers_and_redis_change_and_go_back():
             assert not h.file(path).exists, path
         assert "django-mysite-timer-tick.timer" not in h.check_output("systemctl list-timers --all --no-legend")
         # A run the removal stopped does not stay behind as a failure.
-        assert "django-mysite-timer-tick" not in h.check_output("systemctl --failed --plain --no-legend")
+        assert "django-mysite-timer-tick.service" not in h.check_output("systemctl --failed --plain --no-legend")
     # The worker marked absent: no process of it is left, and tasks wait in vain.
     result = run_playbook("converge.yml", extra_vars={"django_app_workers": [dict(workers[0], state="absent")]})
     assert result.returncode == 0, output(result)
