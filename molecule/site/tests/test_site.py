@@ -21,6 +21,7 @@ from wsgistack_testlib import (
     output,
     recap,
     run_playbook,
+    run_playbooks_at_once,
     site_get,
     site_headers,
     start_request_loop,
@@ -406,32 +407,51 @@ def names_of(hosts: list) -> list[str]:
     return [h.backend.host for h in hosts]
 
 
+# The switch back after a failed check goes through each stack's web server, so every stack
+# takes that one; the failures before the switch (build, import, migration) happen before any
+# web server work and are spread over the stacks, each stack's runs going at once.
+FAILING_ROUNDS = [
+    {"nginx_uwsgi": "unhealthy", "apache_daemon": "unhealthy", "apache_embedded": "unhealthy"},
+    {"nginx_uwsgi": "broken", "apache_daemon": "wsgi", "apache_embedded": "settings"},
+    {"nginx_uwsgi": "badmigration", "apache_daemon": "package", "apache_embedded": "wsgi"},
+]
+
+
 def test_failed_changes_leave_every_stack_answering_as_before(v2_deploy):
-    """A release that fails its check after the switch, bad code, a failing migration, bad
-    settings, a missing WSGI module and a missing package, each deployed with deploy.yml to
-    each stack at once: all the while a request loop on each host gets only the answers it
-    got before (200, the live release's page), and the next good run (on every host, which
-    also makes it the code-only deploy run again) changes nothing."""
+    """A release that fails its check after the switch (on each stack), then bad code, a
+    failing migration, bad settings, a missing WSGI module and a missing package, spread over
+    the stacks, each deployed with deploy.yml: all the while a request loop on each host gets
+    only the answers it got before (200, the live release's page), and the next good run (on
+    every host, which also makes it the code-only deploy run again) changes nothing."""
     *_, v2 = v2_deploy
     hosts = one_host_per_stack(v2_deploy[0])
-    limit = ",".join(names_of(hosts))
+    by_stack = {stack(h): h.backend.host for h in hosts}
+    assert set(by_stack) == set(FAILING_ROUNDS[0]), by_stack
+    assert {change for r in FAILING_ROUNDS for change in r.values()} == set(FAILING_CHANGES)
     before = {}
     for h in hosts:
         before[h.backend.host] = (current(h), get(h, "/"))
         assert before[h.backend.host][1][0] == "200", before
         start_request_loop(h, "mysite.test", port=443, tls=True, batch=10, pause=1.0)
-    results = {}
+    results = []
     # Batches of 10 requests a second apart: the runs, not the loops, get the CPU.
     try:
-        for change, (extra_vars, _) in FAILING_CHANGES.items():
-            results[change] = run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2} | extra_vars, limit=limit)
+        for changes in FAILING_ROUNDS:
+            # One run for a change every stack takes; else one run per stack, side by side.
+            groups: dict = {}
+            for name, change in changes.items():
+                groups.setdefault(change, []).append(name)
+            runs = [{"playbook": DEPLOY, "limit": ",".join(by_stack[name] for name in names),
+                     "extra_vars": {"mysite_source_path": v2} | FAILING_CHANGES[change][0]}
+                    for change, names in groups.items()]
+            results += zip(groups, groups.values(), run_playbooks_at_once(runs), strict=True)
     finally:
         reports = {h.backend.host: stop_request_loop(h) for h in hosts}
-    for change, result in results.items():
+    for change, stacks, result in results:
         text = output(result)
-        assert result.returncode != 0, text
-        assert FAILING_CHANGES[change][1] in text, text
-        assert_recap(result, names_of(hosts), failed=1)
+        assert result.returncode != 0, (change, stacks, text)
+        assert FAILING_CHANGES[change][1] in text, (change, stacks, text)
+        assert_recap(result, [by_stack[name] for name in stacks], failed=1)
     for h in hosts:
         report = reports[h.backend.host]
         assert report["requests"] > 0 and report["failures"] == 0, (h.backend.host, report)
