@@ -224,21 +224,23 @@ def test_app_runs_where_the_stack_puts_it(host):
 # web server changed in one site.yml run on all hosts, then the scenario's run puts them back.
 # Users tune the web server with its roles' tags: the release is left alone.
 WEB_TAGS = "nginx_uwsgi,supervisor,apache_modwsgi"
-DAY_TWO = {"wsgistack_site_options": {"hsts_max_age": 600}, "django_app_processes": 3,
+# django_app_hsts_seconds and django_app_hsts_preload drive the header each web server sends
+# (nginx_uwsgi_sites' and apache_modwsgi_sites' hsts_max_age and hsts_preload).
+DAY_TWO = {"django_app_hsts_seconds": 31536000, "django_app_hsts_preload": True, "django_app_processes": 3,
            "nginx_uwsgi_keepalive_timeout": 30, "apache_modwsgi_keepalive_requests": 500}
 DAY_TWO_SHOWN = {  # stack: (shown before and after the restore, shown while changed)
     "nginx_uwsgi": ({"hsts": ["max-age=63072000; includesubdomains"], "server": ["keepalive_timeout 65;"],
                      "app": ["processes = 2"], "workers": 2},
-                    {"hsts": ["max-age=600; includesubdomains"], "server": ["keepalive_timeout 30;"],
+                    {"hsts": ["max-age=31536000; includesubdomains; preload"], "server": ["keepalive_timeout 30;"],
                      "app": ["processes = 3"], "workers": 3}),
     "apache_daemon": ({"hsts": ["max-age=63072000; includesubdomains"], "server": ["MaxKeepAliveRequests 1000"],
                        "app": ["processes=2"], "workers": 2},
-                      {"hsts": ["max-age=600; includesubdomains"], "server": ["MaxKeepAliveRequests 500"],
+                      {"hsts": ["max-age=31536000; includesubdomains; preload"], "server": ["MaxKeepAliveRequests 500"],
                        "app": ["processes=3"], "workers": 3}),
     # Embedded: the app lives in Apache's own children, so the process count has nothing to change.
     "apache_embedded": ({"hsts": ["max-age=63072000; includesubdomains"], "server": ["MaxKeepAliveRequests 1000"],
                          "app": [], "workers": 0},
-                        {"hsts": ["max-age=600; includesubdomains"], "server": ["MaxKeepAliveRequests 500"],
+                        {"hsts": ["max-age=31536000; includesubdomains; preload"], "server": ["MaxKeepAliveRequests 500"],
                          "app": [], "workers": 0}),
 }
 
@@ -293,7 +295,9 @@ def assert_answered_through_reloads(host, report: dict, since: int, reloads: int
 
 def test_day_two_inputs_change_on_every_stack_and_go_back():
     """DAY_TWO in one site.yml run on every host (each stack), limited to the
-    web server roles' tags as users tune a live site: each change shows on the host; the same
+    web server roles' tags as users tune a live site (django_app_hsts_seconds and
+    django_app_hsts_preload become the sites' hsts_max_age and hsts_preload, the header each
+    web server sends): each change shows on the host; the same
     run with the scenario's values puts every value back; a request loop on each host sees only
     the page it saw before, all the while."""
     hosts = molecule_hosts()
@@ -524,6 +528,9 @@ BAD_INPUTS = [
     ("allowed_space", {"django_app_allowed_hosts": ["mysite.test", "www mysite.test"]}, "django_app_allowed_hosts"),
     ("allowed_scheme", {"django_app_allowed_hosts": ["https://mysite.test"]}, "django_app_allowed_hosts"),
     ("allowed_empty", {"django_app_allowed_hosts": []}, "django_app_allowed_hosts must list the site host names"),
+    ("allowed_example", {"django_app_allowed_hosts": ["www.mysite.example.com"]}, "django_app_allowed_hosts still lists example"),
+    ("certbot_example_email", PROD | CERTBOT | {"certbot_email": "ops@example.com"},
+     "certbot_email ops@example.com is an example"),
     ("database_password", {"django_app_database": {"engine": "postgresql", "name": "mysite", "user": "mysite"}},
      "django_app_database"),
     ("database_engine", {"django_app_database": {"engine": "mysql"}}, "django_app_database"),
@@ -572,6 +579,7 @@ BAD_INPUTS = [
     ("site_client_max_body_size", NGINX | {"wsgistack_site_options": {"client_max_body_size": "10 m"}}, "client_max_body_size"),
     ("site_static_expires", NGINX | {"wsgistack_site_options": {"static_expires": "30 days"}}, "static_expires"),
     ("site_hsts_max_age", NGINX | {"wsgistack_site_options": {"hsts_max_age": -5}}, "hsts_max_age"),
+    ("hsts_preload_short", NGINX | {"django_app_hsts_preload": True, "django_app_hsts_seconds": 600}, "django_app_hsts_preload"),
     ("site_uwsgi_read_timeout", NGINX | {"wsgistack_site_options": {"uwsgi_read_timeout": 0}}, "uwsgi_read_timeout"),
     ("site_security_headers_type", NGINX | {"wsgistack_site_options": {"security_headers": "yes please"}}, "security_headers"),
     ("site_unknown_option", NGINX | {"wsgistack_site_options": {"max_body": "10m"}}, "max_body"),
