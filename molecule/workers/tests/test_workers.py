@@ -60,7 +60,7 @@ def answered_by_worker(host, text: str, release: str) -> int:
 
 
 def one_host():
-    """The host of the tests that need not run on both releases (the roles do the same on both)."""
+    """The host of the tests that change one host's inputs (the scenario's last)."""
     return molecule_hosts()[-1]
 
 
@@ -108,8 +108,8 @@ def test_deploy_moves_the_workers_to_the_new_release_and_rollback_back():
 
 
 def test_a_release_that_fails_its_check_leaves_the_workers_on_the_live_release():
-    """A release that goes live and fails its check (on one host: what differs between the
-    releases is tested above): the release goes back and so do the workers."""
+    """A release that goes live and fails its check: the release goes back and so do the
+    workers."""
     h = one_host()
     before = worker_pids(h)
     bad = Path(release_copy("3"))
@@ -196,8 +196,7 @@ def test_day_two_workers_timers_and_redis_change_and_go_back():
     """django_app_workers' processes, a second worker, django_app_timers' on_calendar and Redis'
     redis_maxmemory, redis_maxmemory_policy and redis_persistence changed; then the processes
     back to one, the second worker and a timer marked absent and Redis back: each shows on the
-    host and Redis keeps its data; the inventory's values put everything back. On one host:
-    the same roles run on both releases, and the runs are the scenario's longest."""
+    host and Redis keeps its data; the inventory's values put everything back."""
     h = one_host()
     base = scenario_group_vars()
     password = base["redis_password"]
