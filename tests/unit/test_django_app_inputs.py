@@ -12,7 +12,7 @@ GOOD = {
     "django_app_source": {"type": "git", "repo": "git@git.example.com:acme/mysite.git", "version": "main",
                           "ssh_key": KEY, "ssh_known_hosts": "@cert-authority *.example.com sk-ssh-ed25519@openssh.com AAAAG"},
     "django_app_secret_key": "k" * 40 + "0123456789abcdef",
-    "django_app_allowed_hosts": ["mysite.example.com"],
+    "django_app_allowed_hosts": ["mysite.acme.dev"],
     "django_app_settings_module": "mysite.settings",
     "django_app_requirements_file": "requirements.txt",
 }
@@ -55,7 +55,7 @@ def test_ssh_source_without_its_key_or_host_key_is_refused(ansible_run, tmp_path
 
 def test_every_wrong_value_is_named_at_once(ansible_run, tmp_path):
     result = check(ansible_run, tmp_path, GOOD | {"django_app_keep_releases": 1, "django_app_threads": 0,
-                                                  "django_app_allowed_hosts": ["www mysite.example.com"]})
+                                                  "django_app_allowed_hosts": ["www mysite.acme.dev"]})
     text = result.stdout.replace("\n", " ")
     assert result.returncode != 0
     for variable in ("django_app_keep_releases must be at least 2", "django_app_threads 1 or more",
