@@ -382,16 +382,15 @@ def release_dir(variant: str) -> str:
     return os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", variant)
 
 
-# Each a deploy.yml run on top of the live v2: code that cannot import, a release that fails
-# its health check after the switch (checked through the web server only, so it goes live
-# and back), a migration that fails, a settings module that does not import, a project WSGI
-# module that does not exist, a package that does not exist. With the message each run must give.
+# Each a deploy.yml run on top of the live v2: a release that fails its health check after the
+# switch (checked through the web server only, so it goes live and back), code that cannot
+# import, a project WSGI module that does not exist, a package that does not exist. With the
+# message each run must give. (The django_app scenario fails a migration and a release that
+# cannot import with the role alone.)
 FAILING_CHANGES = {
     "unhealthy": ({"mysite_source_path": release_dir("unhealthy"), "django_app_health_check_path": "/health/",
                    "django_app_check_before_switch": False}, "failed its check after the switch"),
     "broken": ({"mysite_source_path": release_dir("broken")}, "No module named 'notes_helpers_missing'"),
-    "badmigration": ({"mysite_source_path": release_dir("badmigration")}, "Migration notes.0003_refuses of release"),
-    "settings": ({"django_app_settings_module": "mysite.settings.missing"}, "No module named 'mysite.settings.missing'"),
     "wsgi": ({"django_app_wsgi_module": "mysite.no_such_wsgi"}, "No module named 'mysite.no_such_wsgi'"),
     "package": ({"django_app_pip_packages": ["wsgistack-no-such-package==1.0"]},
                 "No matching distribution found for wsgistack-no-such-package==1.0"),
@@ -412,19 +411,18 @@ def names_of(hosts: list) -> list[str]:
 
 
 # The switch back after a failed check goes through each stack's web server, so every stack
-# takes that one; the failures before the switch (build, import, migration) happen before any
-# web server work and are spread over the stacks, each stack's runs going at once.
+# takes that one; the failures before the switch (build, import) happen before any web server
+# work and are spread over the stacks, each stack's run going at once.
 FAILING_ROUNDS = [
     {"nginx_uwsgi": "unhealthy", "apache_daemon": "unhealthy", "apache_embedded": "unhealthy"},
-    {"nginx_uwsgi": "broken", "apache_daemon": "wsgi", "apache_embedded": "settings"},
-    {"nginx_uwsgi": "badmigration", "apache_daemon": "package", "apache_embedded": "wsgi"},
+    {"nginx_uwsgi": "broken", "apache_daemon": "wsgi", "apache_embedded": "package"},
 ]
 
 
 def test_failed_changes_leave_every_stack_answering_as_before(v2_deploy):
     """A release that fails its check after the switch (on each stack), then bad code, a
-    failing migration, bad settings, a missing WSGI module and a missing package, spread over
-    the stacks, each deployed with deploy.yml: all the while a request loop on each host gets
+    missing WSGI module and a missing package, one on each stack, each deployed with
+    deploy.yml: all the while a request loop on each host gets
     only the answers it got before (200, the live release's page), and the next good run (on
     every host, which also makes it the code-only deploy run again) changes nothing."""
     *_, v2 = v2_deploy
@@ -512,7 +510,6 @@ BAD_INPUTS = [
     ("prod_staging_ca", PROD | CERTBOT | {"certbot_acme_server": "https://acme-staging-v02.api.letsencrypt.org/directory"},
      "certbot_acme_server"),
     ("debug", {"django_app_debug": True}, "django_app_debug must be false"),
-    ("debug_type", {"django_app_debug": "perhaps"}, "django_app_debug"),
     ("secret_key", {"django_app_secret_key": "short-key"}, "django_app_secret_key"),
     ("secret_key_placeholder", {"django_app_secret_key": "replace-with-64-random-characters" * 2},
      "django_app_secret_key still holds"),
@@ -525,110 +522,74 @@ BAD_INPUTS = [
     ("secret_environment_placeholder", {"django_app_secret_environment": {"API_TOKEN": "changeme"}},
      "django_app_secret_environment.API_TOKEN still holds"),
     ("allowed_wildcard", {"django_app_allowed_hosts": ["*"]}, "django_app_allowed_hosts"),
-    ("allowed_space", {"django_app_allowed_hosts": ["mysite.test", "www mysite.test"]}, "django_app_allowed_hosts"),
-    ("allowed_scheme", {"django_app_allowed_hosts": ["https://mysite.test"]}, "django_app_allowed_hosts"),
     ("allowed_empty", {"django_app_allowed_hosts": []}, "django_app_allowed_hosts must list the site host names"),
     ("allowed_example", {"django_app_allowed_hosts": ["www.mysite.example.com"]}, "django_app_allowed_hosts still lists example"),
     ("certbot_example_email", PROD | CERTBOT | {"certbot_email": "ops@example.com"},
      "certbot_email ops@example.com is an example"),
     ("database_password", {"django_app_database": {"engine": "postgresql", "name": "mysite", "user": "mysite"}},
      "django_app_database"),
-    ("database_engine", {"django_app_database": {"engine": "mysql"}}, "django_app_database"),
     ("source_path", {"mysite_source_path": "/nonexistent/mysite"}, "django_app_source.path"),
     ("source_type", {"django_app_source": {"type": "svn", "path": "/tmp"}}, "django_app_source"),
-    ("source_git_repo", {"django_app_source": {"type": "git", "version": "main"}}, "django_app_source"),
     ("settings_module", {"django_app_settings_module": "mysite/settings"}, '"django_app_settings_module": "mysite/settings"'),
-    ("wsgi_module", {"django_app_wsgi_module": "mysite/wsgi.py"}, '"django_app_wsgi_module": "mysite/wsgi.py"'),
     ("keep_releases", {"django_app_keep_releases": 0},
      "django_app_keep_releases must be at least 2 (the live release and the one to go back to; got 0)"),
-    ("keep_releases_type", {"django_app_keep_releases": "many"}, "django_app_keep_releases"),
     ("backups_keep", {"django_app_backups_keep": 0},
      "django_app_backups_keep at least 1 (the backup taken before the latest migrations; got 0)"),
     ("processes", {"django_app_processes": -1}, "django_app_processes 0 (one per core) or more (got -1)"),
-    ("processes_type", {"django_app_processes": "two"}, "django_app_processes"),
-    ("threads", {"django_app_threads": 0}, "django_app_threads 1 or more (got 0)"),
     ("base_dir_relative", {"django_app_base_dir": "srv"},
      "django_app_base_dir must be an absolute path without a trailing slash (got 'srv')"),
-    ("base_dir_slash", {"django_app_base_dir": "/srv/"},
-     "django_app_base_dir must be an absolute path without a trailing slash (got '/srv/')"),
     ("static_url", {"django_app_static_url": "static"},
      "django_app_media_url must start with '/' (or http(s)://) and end with '/' (got 'static'"),
-    ("media_url", {"django_app_media_url": "/media"},
-     "django_app_media_url must start with '/' (or http(s)://) and end with '/' (got '/static/', '/media')"),
     ("python_relative", {"django_app_python": "python3"}, "django_app_python an absolute path (got 'python3')"),
     ("name", {"django_app_name": "My Site"}, "django_app_name must be set to a lower-case identifier"),
     ("user", {"django_app_user": "Bad User"}, "user 'Bad User'"),
     ("health_path", {"django_app_health_check_path": "health/"}, "django_app_health_check_path"),
     ("health_scheme", {"django_app_health_check_scheme": "ftp"}, "django_app_health_check_scheme"),
     ("nginx_worker_connections", NGINX | {"nginx_uwsgi_worker_connections": 8}, "nginx_uwsgi_worker_connections"),
-    ("nginx_worker_connections_type", NGINX | {"nginx_uwsgi_worker_connections": "lots"}, "nginx_uwsgi_worker_connections"),
     ("nginx_keepalive_timeout", NGINX | {"nginx_uwsgi_keepalive_timeout": -1}, "(1 or more) are seconds (got -1, 30, 30)"),
-    ("nginx_client_body_timeout", NGINX | {"nginx_uwsgi_client_body_timeout": 0}, "are seconds (got 65, 0, 30)"),
     ("nginx_access_log_buffer", NGINX | {"nginx_uwsgi_access_log_buffer": "64 k"}, "nginx_uwsgi_access_log_buffer"),
-    ("nginx_access_log_flush", NGINX | {"nginx_uwsgi_access_log_flush": "soon"}, "nginx_uwsgi_access_log_flush"),
     ("nginx_tls_protocols_old", NGINX | {"nginx_uwsgi_tls_protocols": ["TLSv1"]}, "nginx_uwsgi_tls_protocols"),
-    ("nginx_tls_protocols_empty", NGINX | {"nginx_uwsgi_tls_protocols": []}, "nginx_uwsgi_tls_protocols"),
     ("nginx_tls_ciphers", NGINX | {"nginx_uwsgi_tls_ciphers": "HIGH; MEDIUM"}, "nginx_uwsgi_tls_ciphers"),
     ("nginx_web_group", NGINX | {"nginx_uwsgi_web_group": "www data"}, "nginx_uwsgi_web_group"),
     ("nginx_acme_webroot", NGINX | {"nginx_uwsgi_acme_webroot": "var/www/acme"}, "nginx_uwsgi_acme_webroot"),
-    ("nginx_gzip_type", NGINX | {"nginx_uwsgi_gzip": "maybe"}, "nginx_uwsgi_gzip"),
     ("nginx_process_manager", NGINX | {"nginx_uwsgi_process_manager": "runit"}, "nginx_uwsgi_process_manager"),
     ("nginx_uwsgi_install", NGINX | {"nginx_uwsgi_uwsgi_install": "apt"}, "nginx_uwsgi_uwsgi_install"),
     ("nginx_log_destination", NGINX | {"nginx_uwsgi_log_destination": "journal"}, "nginx_uwsgi_log_destination"),
-    ("nginx_ipv6_type", NGINX | {"nginx_uwsgi_ipv6": "sometimes"}, "nginx_uwsgi_ipv6"),
     ("site_client_max_body_size", NGINX | {"wsgistack_site_options": {"client_max_body_size": "10 m"}}, "client_max_body_size"),
     ("site_static_expires", NGINX | {"wsgistack_site_options": {"static_expires": "30 days"}}, "static_expires"),
     ("site_hsts_max_age", NGINX | {"wsgistack_site_options": {"hsts_max_age": -5}}, "hsts_max_age"),
     ("hsts_preload_short", NGINX | {"django_app_hsts_preload": True, "django_app_hsts_seconds": 600}, "django_app_hsts_preload"),
     ("site_uwsgi_read_timeout", NGINX | {"wsgistack_site_options": {"uwsgi_read_timeout": 0}}, "uwsgi_read_timeout"),
-    ("site_security_headers_type", NGINX | {"wsgistack_site_options": {"security_headers": "yes please"}}, "security_headers"),
     ("site_unknown_option", NGINX | {"wsgistack_site_options": {"max_body": "10m"}}, "max_body"),
     ("site_server_names", NGINX | {"wsgistack_site_options": {"server_names": ["mysite.test;"]}}, "server_names"),
     ("app_buffer_size", NGINX | {"wsgistack_uwsgi_app_options": {"buffer_size": 100000}}, "buffer_size"),
     ("app_harakiri", NGINX | {"wsgistack_uwsgi_app_options": {"harakiri": -1}}, "harakiri"),
-    ("app_listen", NGINX | {"wsgistack_uwsgi_app_options": {"listen": 0}}, "listen"),
     ("app_environment", NGINX | {"wsgistack_uwsgi_app_options": {"environment": {"BAD KEY": "x"}}}, "environment"),
     ("app_process_manager", NGINX | {"wsgistack_uwsgi_app_options": {"process_manager": "runit"}}, "process_manager"),
     ("app_socket", NGINX | {"wsgistack_uwsgi_app_options": {"socket": "relative.sock"}}, "socket"),
-    ("app_max_requests_type", NGINX | {"wsgistack_uwsgi_app_options": {"max_requests": "lots"}}, "max_requests"),
     ("supervisor_logfile_maxbytes", NGINX | {"supervisor_logfile_maxbytes": "50 MB"}, "supervisor_logfile_maxbytes"),
     ("supervisor_socket_mode", NGINX | {"supervisor_unix_socket_mode": "0777"}, "supervisor_unix_socket_mode"),
     ("supervisor_inet_password", NGINX | {"supervisor_inet_http_server_enabled": True}, "supervisor_inet_http_server_password"),
-    ("supervisor_inet_port", NGINX | {"supervisor_inet_http_server_port": 70000}, "supervisor_inet_http_server_port"),
-    ("supervisor_loglevel", NGINX | {"supervisor_loglevel": "loud"}, "supervisor_loglevel"),
     ("apache_threads", APACHE | {"wsgistack_site_options": {"threads": 0}}, "threads"),
     ("apache_tls_protocol", APACHE | {"apache_modwsgi_tls_protocol": "+SSLv3"}, "apache_modwsgi_tls_protocol"),
     ("apache_tls_ciphers", APACHE | {"apache_modwsgi_tls_ciphers": "HIGH MEDIUM"}, "apache_modwsgi_tls_ciphers"),
-    ("apache_keepalive_requests", APACHE | {"apache_modwsgi_keepalive_requests": -1}, "apache_modwsgi_keepalive_requests"),
     ("apache_modules", APACHE | {"apache_modwsgi_modules": ["mod headers"]},
      'apache_modwsgi_modules and apache_modwsgi_disabled_modules must list module names such as headers (got ["mod headers"'),
     ("apache_request_timeout", APACHE | {"wsgistack_site_options": {"request_timeout": 0}}, "request_timeout"),
-    ("apache_static_max_age", APACHE | {"wsgistack_site_options": {"static_max_age": -1}}, "static_max_age"),
     ("apache_mode", APACHE | {"wsgistack_site_options": {"mode": "thread"}}, "mode"),
     ("apache_socket_prefix", APACHE | {"apache_modwsgi_socket_prefix": "run/wsgi"}, "apache_modwsgi_socket_prefix"),
     ("certbot_email", CERTBOT | {"certbot_email": ""}, "certbot_email"),
     ("certbot_tos", CERTBOT | {"certbot_agree_tos": False}, "certbot_agree_tos"),
-    ("site_static_expires_modified_time_of_day", NGINX | {"wsgistack_site_options": {"static_expires": "modified @15h"}},
-     "static_expires"),
-    ("site_static_expires_day_too_long", NGINX | {"wsgistack_site_options": {"static_expires": "@25h"}}, "static_expires"),
     ("site_static_expires_milliseconds", NGINX | {"wsgistack_site_options": {"static_expires": "10ms"}}, "static_expires"),
-    ("app_socket_no_host", NGINX | {"wsgistack_uwsgi_app_options": {"socket": ":3031"}}, "socket"),
     ("site_listen_host_name", NGINX | {"wsgistack_site_options": {"listen_addresses": ["web1.mysite.test"]}},
      'listen_addresses must be IP addresses (got ["web1.mysite.test"])'),
     ("site_allow_bad_prefix", NGINX | {"wsgistack_site_options": {"allow": ["10.0.0.0/40"]}},
      'allow must be IP addresses or CIDR networks (got ["10.0.0.0/40"])'),
-    ("apache_tls_protocol_all", APACHE | {"apache_modwsgi_tls_protocol": "all -SSLv3"},
-     "which enables TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"),
-    ("secret_environment_password", {"django_app_secret_environment": {"API_TOKEN": "password"}},
-     "django_app_secret_environment.API_TOKEN still holds"),
     ("firewall_rule", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 70000}]},
-     "Each firewall_rules entry needs a name"),
-    ("firewall_rule_octal_port", {"wsgistack_firewall_rules": [{"name": "tls", "port": "0443"}]},
      "Each firewall_rules entry needs a name"),
     ("firewall_rule_sources", {"wsgistack_firewall_rules": [{"name": "metrics", "port": 9100, "sources": "10.0.0.5"}]},
      '"sources": "10.0.0.5"'),
     ("firewall_ssh_sources", {"firewall_ssh_sources": ["10.0.0.300/24"]}, "firewall_ssh_sources must list IP addresses"),
-    ("firewall_rules_not_a_list", {"wsgistack_firewall_rules": "9100"}, 'wsgistack_firewall_rules must be a list of rules'),
     # Another container, started without NET_ADMIN.
     ("firewall_no_net_admin", {"ansible_host": "site-no-net-admin"},
      "cannot load a firewall: its init system lacks CAP_NET_ADMIN (a container needs --cap-add NET_ADMIN)"),
@@ -640,19 +601,12 @@ BAD_INPUTS = [
 # Unusual but valid values, checked in the same run: each passes its own checks (and stops
 # only because the others failed).
 GOOD_INPUTS = [
-    ("access_log_unbuffered", NGINX | {"nginx_uwsgi_access_log_buffer": ""}),
     ("static_expires_modified", NGINX | {"wsgistack_site_options": {"static_expires": "modified +1d"}}),
-    ("static_expires_time_of_day", NGINX | {"wsgistack_site_options": {"static_expires": "@15h30m"}}),
-    ("web_group_with_dot", NGINX | {"nginx_uwsgi_web_group": "web.data"}),
     ("app_socket_ipv6", NGINX | {"wsgistack_uwsgi_app_options": {"socket": "[::1]:3031"}}),
     ("cdn_static_url", NGINX | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
-    ("supervisor_size_lower_case", NGINX | {"supervisor_logfile_maxbytes": "50mb"}),
     ("apache_tls_protocol_one_word", APACHE | {"apache_modwsgi_tls_protocol": "TLSv1.3"}),
-    ("apache_tls_protocol_lower_case", APACHE | {"apache_modwsgi_tls_protocol": "-ALL +tlsv1.2 +tlsv1.3"}),
     ("apache_tls_protocol_old_mozilla", APACHE | {"apache_modwsgi_tls_protocol": "all -SSLv2 -SSLv3 -TLSv1 -TLSv1.1"}),
-    ("cdn_static_url_without_scheme", NGINX | {"django_app_static_url": "//cdn.mysite.test/static/"}),
     ("apache_allowed_ipv6", APACHE | {"django_app_allowed_hosts": ["mysite.test", "[::1]"]}),
-    ("apache_cdn_static_url", APACHE | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
     ("firewall_ipv6_and_ranges", {"firewall_ssh_sources": ["0.0.0.0/0", "::/0"], "wsgistack_firewall_rules": [
         {"name": "metrics", "port": "9100-9102", "proto": "udp", "sources": ["fd00::/8", "10.0.0.5"]}]}),
     ("site_listen_ipv6_allow_networks", NGINX | {"wsgistack_site_options": {"listen_addresses": ["::1", "127.0.0.1"],
