@@ -362,12 +362,6 @@ def test_unchanged_static_files_are_not_copied_again(v2_deploy):
         assert {path for path in new if not rewritten.search(path)} <= linked, sorted(set(new) - linked)
 
 
-def test_same_release_again_changes_nothing(v2_deploy):
-    result = run_playbook("converge.yml", extra_vars={"mysite_source_path": release_path("v2")})
-    assert result.returncode == 0, output(result)
-    assert_recap(result, changed=0, failed=0)
-
-
 def authenticates(host, username: str, password: str) -> bool:
     code = (f"from django.contrib.auth import authenticate; "
             f"print(authenticate(username={username!r}, password={password!r}) is not None)")
