@@ -294,6 +294,59 @@ def assert_refused_before_change(hosts, extra_vars: dict, message: str, variable
         assert ([tree_checksums(h, p) for p in paths], state(h)) == before[h]
 
 
+def inventory_groups(name: str) -> list[str]:
+    """The groups of the scenario's inventory that list the instance `name`."""
+    found: list[str] = []
+
+    def walk(group: str, node) -> None:
+        if not isinstance(node, dict):
+            return
+        if name in (node.get("hosts") or {}):
+            found.append(group)
+        for child, below in (node.get("children") or {}).items():
+            walk(child, below)
+
+    # Molecule writes its groups at the top level, beside "all"; other inventories nest them.
+    for group, node in (yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text()) or {}).items():
+        walk(group, node)
+    return [group for group in dict.fromkeys(found) if group not in ("all", "ungrouped")]
+
+
+def refusal_battery(hosts, cases: dict[str, tuple[dict, str, str]], paths: list[str],
+                    state=lambda host: None, playbook: str = "converge.yml") -> dict:
+    """One run of `playbook` for many bad inputs at once: an inventory alias of the first
+    instance per case (in the instance's groups, the case's values as its host vars), the run
+    limited to the aliases. Gives {"problems": {case: why}, "changed": [instances whose files
+    below `paths` or `state` changed], "output": the run's output}. A case is a problem unless its
+    alias failed (once) without a change and its failure says the message and names the variable."""
+    import re
+    import tempfile
+
+    target = hosts[0].backend.host
+    connection = inventory_host_vars(target) | {"ansible_host": target}
+    aliases = {case: "bad-" + re.sub(r"[^a-z0-9]+", "-", case.lower()).strip("-") for case in cases}
+    assert len(set(aliases.values())) == len(aliases), aliases
+    groups = inventory_groups(target)
+    assert groups, f"{target} is in no group of the scenario's inventory"
+    children = {group: {"hosts": dict.fromkeys(aliases.values())} for group in groups}
+    children[groups[0]]["hosts"] = {aliases[case]: connection | values for case, (values, _, _) in cases.items()}
+    before = {h.backend.host: ([tree_checksums(h, p) for p in paths], state(h)) for h in hosts}
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", prefix="battery-") as inventory:
+        yaml.safe_dump({"all": {"children": children}}, inventory)
+        inventory.flush()
+        result = run_playbook(playbook, inventories=[inventory.name], limit=",".join(aliases.values()))
+    counters, messages = recap(result), failure_messages(result)
+    problems = {}
+    for case, (_, message, variable) in cases.items():
+        alias = aliases[case]
+        shown = messages.get(alias, "").replace("''", "'")
+        counter = counters.get(alias, {})
+        if counter.get("changed") != 0 or counter.get("failed") != 1 or message not in shown or variable not in shown:
+            problems[case] = f"{counter}\n{shown[-1500:] or output(result)[-3000:]}"
+    changed = [h.backend.host for h in hosts if ([tree_checksums(h, p) for p in paths], state(h)) != before[h.backend.host]]
+    return {"problems": problems, "changed": changed, "output": output(result)}
+
+
 def put_file(host, path: str, content: str, mode: str = "0644") -> None:
     """Write a file inside the instance (base64, so no quoting can break it)."""
     import base64

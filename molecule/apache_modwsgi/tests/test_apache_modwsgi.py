@@ -12,7 +12,6 @@ import pytest
 from wsgistack_testlib import (
     assert_https_site,
     assert_recap,
-    assert_refused_before_change,
     curl,
     day_two_not_shown,
     header_values,
@@ -22,6 +21,7 @@ from wsgistack_testlib import (
     molecule_hosts,
     output,
     recap,
+    refusal_battery,
     request_loop,
     run_playbook,
     scenario_group_vars,
@@ -328,9 +328,15 @@ BAD_INPUTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def refusals():
+    """Every case of BAD_INPUTS in one run, an inventory alias each."""
+    BAD_INPUTS["daemon mode without user"][0]["apache_modwsgi_sites"][0].pop("user")
+    cases = {case: (bad, message, "apache_modwsgi_sites") for case, (bad, message) in BAD_INPUTS.items()}
+    return refusal_battery(molecule_hosts(), cases, ["/etc/apache2"])
+
+
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_fails_before_any_change(case):
-    bad, message = BAD_INPUTS[case]
-    if case == "daemon mode without user":
-        bad["apache_modwsgi_sites"][0].pop("user")
-    assert_refused_before_change(molecule_hosts(), bad, message, "apache_modwsgi_sites", ["/etc/apache2"])
+def test_bad_input_fails_before_any_change(case, refusals):
+    assert case not in refusals["problems"], refusals["problems"][case]
+    assert refusals["changed"] == [], refusals["output"][-3000:]

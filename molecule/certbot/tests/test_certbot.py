@@ -8,7 +8,6 @@ import pytest
 from wsgistack_testlib import (
     assert_forced_renewal_served_after_reload,
     assert_recap,
-    assert_refused_before_change,
     assert_served_certificate_from_pebble,
     assert_tls_compliant_with_pebble_root,
     curl,
@@ -17,6 +16,7 @@ from wsgistack_testlib import (
     molecule_hosts,
     output,
     pebble_root,
+    refusal_battery,
     restart_pebble,
     run_playbook,
     save_served_chain,
@@ -221,7 +221,13 @@ BAD_INPUTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def refusals():
+    """Every case of BAD_INPUTS in one run, an inventory alias each."""
+    return refusal_battery(molecule_hosts(), BAD_INPUTS, ["/etc/letsencrypt", "/etc/ssl/certbot"])
+
+
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_fails_before_any_change(case):
-    bad, message, variable = BAD_INPUTS[case]
-    assert_refused_before_change(molecule_hosts(), bad, message, variable, ["/etc/letsencrypt", "/etc/ssl/certbot"])
+def test_bad_input_fails_before_any_change(case, refusals):
+    assert case not in refusals["problems"], refusals["problems"][case]
+    assert refusals["changed"] == [], refusals["output"][-3000:]
