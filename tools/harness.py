@@ -484,8 +484,7 @@ def default_jobs() -> int:
 EXPECTED_SECONDS = {
     "molecule django_app": 3500, "molecule workers": 1900, "molecule site": 1600, "molecule topology": 1600,
     "molecule sites": 1100, "molecule nginx_uwsgi": 900, "molecule certbot": 900, "molecule supervisor": 350,
-    "package: build, offline install, converge": 600, "molecule apache_modwsgi_embedded": 480,
-    "molecule apache_modwsgi": 480, "molecule certbot_apache": 360, "unit tests": 250, "ansible-lint": 90,
+    "package: build, offline install, converge": 600, "molecule apache_modwsgi": 480, "molecule certbot_apache": 360, "unit tests": 250, "ansible-lint": 90,
     "ansible-test sanity": 200,
 }
 

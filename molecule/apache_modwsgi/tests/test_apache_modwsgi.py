@@ -1,8 +1,5 @@
-"""What a user of the apache_modwsgi role sees, in daemon mode or embedded mode.
-
-Shared by the apache_modwsgi (daemon) and apache_modwsgi_embedded scenarios: the mode
-comes from the scenario's inputs.
-"""
+"""What a user of the apache_modwsgi role sees, in the mode the scenario's inputs give (daemon;
+embedded mode runs through site.yml in the sites scenario)."""
 
 from __future__ import annotations
 
