@@ -417,15 +417,19 @@ class Job:
     phases: list[tuple[str, float]] = field(default_factory=list)
     log: Path | None = None
     proc: subprocess.Popen | None = None
+    # Checks that need no container (lint, unit tests): beside the scenarios, they run at the lowest
+    # CPU priority, on what the scenarios leave idle (their waits for services, timers and engines).
+    background: bool = False
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
 
 
-def run_job(job: Job) -> Job:
-    """Run the job's command, its output (with each molecule phase's start) into its log. Any
-    error of the harness itself makes the step fail with the error in its log."""
+def run_job(job: Job, niced: bool = False) -> Job:
+    """Run the job's command, its output (with each molecule phase's start) into its log, at the
+    lowest CPU priority when `niced`. Any error of the harness itself makes the step fail with
+    the error in its log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     job.log = LOG_DIR / f"{job.slug}.log"
     started = time.monotonic()
@@ -437,7 +441,8 @@ def run_job(job: Job) -> Job:
             # Unbuffered, so that each phase's start is seen when it happens.
             env = dict(tool_env(), PYTHONUNBUFFERED="1")
             job.proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
+                                        stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
+                                        preexec_fn=(lambda: os.nice(19)) if niced else None)
             for line in job.proc.stdout:
                 out.write(line)
                 match = PHASE_LINE.search(ANSI.sub("", line))
@@ -482,10 +487,10 @@ def default_jobs() -> int:
 # Seconds each step took on a 2-core machine, two steps at a time: the order of a first run,
 # before .cache durations of this machine exist (the longest first, so none is left alone at the end).
 EXPECTED_SECONDS = {
-    "molecule topology": 1800, "molecule site": 1560, "molecule sites": 1550, "molecule django_app": 1500,
-    "molecule workers": 1000, "molecule nginx_uwsgi": 1000, "molecule certbot": 1000, "molecule supervisor": 600,
-    "package: build, offline install, converge": 600, "molecule apache_modwsgi": 420,
-    "molecule certbot_apache": 360, "unit tests": 250, "ansible-lint": 90, "ansible-test sanity": 200,
+    "molecule django_app": 2000, "molecule sites": 1800, "molecule topology": 1750, "molecule site": 1500,
+    "molecule workers": 1000, "molecule nginx_uwsgi": 850, "molecule certbot": 650,
+    "package: build, offline install, converge": 400, "molecule supervisor": 300, "molecule apache_modwsgi": 300,
+    "molecule certbot_apache": 200, "unit tests": 270, "ansible-test sanity": 200, "ansible-lint": 90,
 }
 
 
@@ -501,29 +506,35 @@ def _shown(path: Path) -> str:
 
 
 def run_jobs(jobs: list[Job], workers: int) -> list[Job]:
-    """Run the jobs on a pool of `workers`, the longest (by the last run) first; report each as it
-    ends, then print the full log of every failed one. Ctrl-C stops the running steps and starts
-    no other."""
+    """Run the jobs on a pool of `workers`, the longest (by the last run) first; beside scenarios,
+    the background jobs go one at a time, niced, in a lane of their own. Report each as it ends,
+    then print the full log of every failed one. Ctrl-C stops the running steps and starts no other."""
     known = _known_durations()
     ordered = sorted(jobs, key=lambda j: -known.get(j.name, EXPECTED_SECONDS.get(j.name, 30)))
+    main = [job for job in ordered if not job.background]
+    side = [job for job in ordered if job.background] if main else []
+    main = main or ordered
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     # Only this run's steps: another run (other scenarios) may still be writing its logs.
     for job in jobs:
         (LOG_DIR / f"{job.slug}.log").unlink(missing_ok=True)
-    log(f"{len(jobs)} steps on {workers} worker(s); logs in {_shown(LOG_DIR)}/")
-    pool = ThreadPoolExecutor(max_workers=workers)
+    lane = f" (and {len(side)} niced beside them, one at a time)" if side else ""
+    log(f"{len(main)} steps on {min(workers, len(main))} worker(s){lane}; logs in {_shown(LOG_DIR)}/")
+    pools = [ThreadPoolExecutor(max_workers=min(workers, len(main)))] + ([ThreadPoolExecutor(max_workers=1)] if side else [])
     try:
-        futures = [pool.submit(run_job, job) for job in ordered]
+        futures = [pools[0].submit(run_job, job) for job in main] + [pools[-1].submit(run_job, job, True) for job in side]
         for future in as_completed(futures):
             job = future.result()
             log(f"{job.name}: {'ok' if job.ok else 'FAILED'} in {job.seconds:.0f} s ({_shown(job.log)})")
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
         for job in jobs:
             if job.proc is not None and job.proc.poll() is None:
                 job.proc.terminate()
         raise
-    pool.shutdown()
+    for pool in pools:
+        pool.shutdown()
     known.update({j.name: round(j.seconds) for j in jobs if j.ok})
     DURATIONS.parent.mkdir(parents=True, exist_ok=True)
     DURATIONS.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
@@ -537,10 +548,10 @@ def run_jobs(jobs: list[Job], workers: int) -> list[Job]:
 def lint_jobs() -> list[Job]:
     python_dirs = ["tools", "tests", "molecule", "plugins", "roles", "examples", "bench"]
     return [
-        Job("yamllint", [venv_bin("yamllint"), "--strict", "."]),
-        Job("ansible-lint", [venv_bin("ansible-lint")]),
-        Job("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs]),
-        Job("ansible-test sanity", [sys.executable, str(Path(__file__).resolve()), "sanity"]),
+        Job("yamllint", [venv_bin("yamllint"), "--strict", "."], background=True),
+        Job("ansible-lint", [venv_bin("ansible-lint")], background=True),
+        Job("ruff", [venv_bin("ruff"), "check", "--config", "tools/ruff.toml", *python_dirs], background=True),
+        Job("ansible-test sanity", [sys.executable, str(Path(__file__).resolve()), "sanity"], background=True),
     ]
 
 
@@ -592,7 +603,7 @@ def run_sanity() -> None:
 
 
 def unit_jobs() -> list[Job]:
-    return [Job("unit tests", [venv_bin("pytest"), "-q", "-p", "no:cacheprovider", "tests/unit"])]
+    return [Job("unit tests", [venv_bin("pytest"), "-q", "-p", "no:cacheprovider", "tests/unit"], background=True)]
 
 
 def molecule_jobs(names: list[str]) -> list[Job]:
@@ -999,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = default_jobs() if getattr(args, "jobs", None) is None else args.jobs
         if workers < 1:
             raise HarnessError("-j takes a number of 1 or more")
-        run_jobs(jobs, min(workers, len(jobs)))
+        run_jobs(jobs, workers)
     except HarnessError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2

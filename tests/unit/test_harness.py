@@ -94,6 +94,44 @@ def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, caps
     assert "FAILED" not in capsys.readouterr().out
 
 
+def test_background_jobs_run_niced_one_at_a_time_beside_the_others(tmp_path, monkeypatch):
+    """Lint and unit tests beside scenarios: in a lane of their own, one at a time, at nice 19,
+    while the scenarios keep their workers and their priority."""
+    monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
+    monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
+    probe = ("import os, sys, time; start = time.time(); time.sleep(0.6);"
+             " print('nice', os.nice(0), 'span', start, time.time())")
+    main = [harness.Job(f"main {n}", [sys.executable, "-c", probe]) for n in range(2)]
+    side = [harness.Job(f"side {n}", [sys.executable, "-c", probe], background=True) for n in range(2)]
+    harness.run_jobs(main + side, 2)
+    seen = {}
+    for job in main + side:
+        assert job.ok, job.log.read_text()
+        words = job.log.read_text().split("nice ")[1].split()
+        seen[job.name] = (int(words[0]), float(words[2]), float(words[3]))
+    base = os.nice(0)
+    assert [seen[f"main {n}"][0] for n in range(2)] == [base, base]
+    assert [seen[f"side {n}"][0] for n in range(2)] == [min(base + 19, 19)] * 2
+    # The two main jobs side by side, the side lane beside them, and its jobs one after the other.
+    assert max(seen["main 0"][1], seen["main 1"][1], seen["side 0"][1], seen["side 1"][1]) > min(
+        seen["main 0"][2], seen["main 1"][2])
+    first, second = sorted([seen["side 0"], seen["side 1"]], key=lambda s: s[1])
+    assert first[2] <= second[1], seen
+    assert max(seen["main 0"][1], seen["main 1"][1]) < min(seen["main 0"][2], seen["main 1"][2]), seen
+    assert min(seen["side 0"][1], seen["side 1"][1]) < min(seen["main 0"][2], seen["main 1"][2]), seen
+
+
+def test_background_jobs_alone_use_every_worker_at_their_own_priority(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
+    monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
+    probe = "import os, time; start = time.time(); time.sleep(0.6); print('nice', os.nice(0), 'span', start, time.time())"
+    jobs = [harness.Job(f"lint {n}", [sys.executable, "-c", probe], background=True) for n in range(2)]
+    harness.run_jobs(jobs, 2)
+    spans = [job.log.read_text().split("nice ")[1].split() for job in jobs]
+    assert {int(s[0]) for s in spans} == {os.nice(0)}
+    assert max(float(s[2]) for s in spans) < min(float(s[3]) for s in spans), spans
+
+
 def test_a_failed_job_is_reported_with_its_full_log_while_the_others_finish(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
