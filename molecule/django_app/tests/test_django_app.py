@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -601,6 +602,35 @@ def test_releases_playbook_lists_ids_sources_and_the_live_one():
         # The release whose migration failed is on disk, newest of all; it came from a directory.
         assert lines[0].startswith(os.path.basename(releases_by_variant(h)["badmigration"]) + "  "), lines
         assert f"directory {release_path('badmigration')}" in lines[0], lines
+
+
+MANAGE = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playbooks", "manage.yml")
+
+
+def test_manage_playbook_runs_a_command_as_the_site_with_the_live_settings():
+    """playbooks/manage.yml: a management command with quoted arguments runs in the live
+    release as the site's user, with its settings and secrets, and shows what it printed; a
+    failing command fails the run with Django's message; no command is refused in the first
+    play, naming the variable."""
+    # The secret shows as a digest only: neither it nor the command line may carry it.
+    code = ("import hashlib, os, pwd; from django.conf import settings; "
+            "print('ran-as', pwd.getpwuid(os.getuid()).pw_name, os.getcwd(), settings.SETTINGS_MODULE, "
+            "hashlib.sha256(os.environ['MYSITE_API_TOKEN'].encode()).hexdigest()[:16])")
+    result = run_playbook(MANAGE, extra_vars={"wsgistack_manage": f'shell -c "{code}"'})
+    text = output(result)
+    assert result.returncode == 0, text
+    assert_recap(result, changed=1, failed=0)
+    token = hashlib.sha256(INPUTS["django_app_secret_environment"]["MYSITE_API_TOKEN"].encode()).hexdigest()[:16]
+    for h in molecule_hosts():
+        live = h.check_output(f"readlink -f {ROOT}/current")
+        assert f"ran-as mysite {live} mysite.settings.production {token}" in text, text
+    failing = run_playbook(MANAGE, extra_vars={"wsgistack_manage": "no_such_command"})
+    assert failing.returncode != 0 and "Unknown command: 'no_such_command'" in output(failing), output(failing)
+    for missing in ({}, {"wsgistack_manage": " "}):
+        refused = run_playbook(MANAGE, extra_vars=missing)
+        text = output(refused)
+        assert refused.returncode != 0 and "Name the management command" in text and "wsgistack_manage" in text, text
+        assert "TASK [Run the management command]" not in text, text
 
 
 ROLLBACK = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ""), "playbooks", "rollback.yml")
