@@ -44,3 +44,31 @@ def test_checks_at_verbose_show_no_secret_and_need_none_off_the_web_hosts(ansibl
         assert re.search(rf"^{host} +: ok=[1-9]\d* .*failed=0 ", text, re.M), text[-3000:]
     leaked = [name for name, value in SECRETS.items() if value in text]
     assert not leaked, leaked
+
+
+def test_role_inputs_site_yml_sets_itself_are_refused_with_what_to_set_instead(ansible_run, tmp_path):
+    """A role input that site.yml works out itself, set in the inventory of any kind of host (or
+    with -e), stops the run in the first play, on that host, naming it and what to set instead;
+    nothing after the first plays runs."""
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    groups = inventory["all"]["children"]
+    groups["web"]["hosts"]["web1"] = {"supervisor_programs": [{"name": "mine", "command": "/bin/true"}],
+                                      "nginx_uwsgi_sites": []}
+    groups["db"]["hosts"]["db1"] = {"postgresql_users": [{"name": "reporting", "password": "pw"}]}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
+                         "-e", '{"firewall_rules": [{"name": "metrics", "port": 9100}]}', timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text
+    # Each host's failure: its fatal line and the result under it, one line of the message.
+    messages = {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
+                for found in re.finditer(r"^fatal: \[(\w+)\]: FAILED! =>(.*?)(?=^fatal: |^\S|\Z)", text, re.M | re.S)}
+    assert set(messages) == {"web1", "db1", "lb1"}, text[-3000:]
+    assert "site.yml sets firewall_rules, nginx_uwsgi_sites, supervisor_programs itself" in messages["web1"], messages
+    assert "for supervisor_programs: the sites' uWSGI programs" in messages["web1"], messages
+    assert "wsgistack_firewall_rules" in messages["web1"] and "wsgistack_site_options" in messages["web1"], messages
+    assert "site.yml sets firewall_rules, postgresql_users itself" in messages["db1"], messages
+    assert "django_app_database (user, password)" in messages["db1"], messages
+    assert "site.yml sets firewall_rules itself" in messages["lb1"], messages
+    assert not re.search(r"^\w+ +: .*changed=[1-9]", text, re.M), text[-3000:]
+    assert "TASK [Prepare the release]" not in text

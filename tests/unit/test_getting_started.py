@@ -191,3 +191,19 @@ def test_the_snippets_make_an_inventory(tmp_path, ansible_run):
     assert data["web"]["hosts"] == data["db"]["hosts"] == ["web1"]
     host = data["_meta"]["hostvars"]["web1"]
     assert host["wsgistack_stack"] == "nginx_uwsgi" and host["django_app_database"]["engine"] == "postgresql"
+
+
+def test_every_playbook_input_is_in_the_readme_table():
+    """Each wsgistack_* variable the playbooks read is a row of the README's table, and each row
+    is one they read."""
+    names = set()
+    for path in [ROOT / "site.yml", *(ROOT / "playbooks").rglob("*.yml"), *(ROOT / "playbooks").rglob("*.j2")]:
+        # Not YAML anchors (&wsgistack_x, *wsgistack_x) nor the project's own __wsgistack_ facts.
+        names |= set(re.findall(r"(?<![&*_.\w])wsgistack_[a-z_]+", path.read_text()))
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Inputs of the playbooks", 1)[1]
+    table = section[section.index("\n| variable"):].split("\n\n", 1)[0]
+    rows = {name for line in table.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`(wsgistack_[a-z_]+)`", line.split(" | ")[0])}
+    assert len(names) >= 15
+    assert names == rows, (sorted(names - rows), sorted(rows - names))
