@@ -434,15 +434,15 @@ def run_job(job: Job, niced: bool = False) -> Job:
     job.log = LOG_DIR / f"{job.slug}.log"
     started = time.monotonic()
     phase, phase_started = None, started
+    cmd = ["nice", "-n", "19", *job.cmd] if niced else job.cmd
     with open(job.log, "w") as out:
-        out.write(f"$ {' '.join(job.cmd)}\n")
+        out.write(f"$ {' '.join(map(str, cmd))}\n")
         out.flush()
         try:
             # Unbuffered, so that each phase's start is seen when it happens.
             env = dict(tool_env(), PYTHONUNBUFFERED="1")
-            job.proc = subprocess.Popen(job.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
-                                        preexec_fn=(lambda: os.nice(19)) if niced else None)
+            job.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
             for line in job.proc.stdout:
                 out.write(line)
                 match = PHASE_LINE.search(ANSI.sub("", line))

@@ -95,41 +95,65 @@ def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, caps
 
 
 def test_background_jobs_run_niced_one_at_a_time_beside_the_others(tmp_path, monkeypatch):
-    """Lint and unit tests beside scenarios: in a lane of their own, one at a time, at nice 19,
-    while the scenarios keep their workers and their priority."""
+    """Lint and unit tests beside scenarios: in a lane of their own, one at a time, under
+    `nice -n 19`, while the scenarios keep their workers and their priority. Each main job waits
+    for the other one and for a side job to have started (so they ran side by side); the side
+    jobs record when they start and end."""
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
-    probe = ("import os, sys, time; start = time.time(); time.sleep(0.6);"
-             " print('nice', os.nice(0), 'span', start, time.time())")
-    main = [harness.Job(f"main {n}", [sys.executable, "-c", probe]) for n in range(2)]
-    side = [harness.Job(f"side {n}", [sys.executable, "-c", probe], background=True) for n in range(2)]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    main_job = ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]; other = sys.argv[3]\n"
+                "open(os.path.join(marks, 'start-' + me), 'w').close()\n"
+                "deadline = time.time() + 120\n"
+                "while not (os.path.exists(os.path.join(marks, 'start-' + other))\n"
+                "           and any(name.startswith('start-side') for name in os.listdir(marks))):\n"
+                "    if time.time() > deadline: sys.exit('alone')\n"
+                "    time.sleep(0.05)\n"
+                "print('nice', os.nice(0))\n")
+    side_job = ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]\n"
+                "open(os.path.join(marks, 'start-' + me), 'w').write(repr(time.time()))\n"
+                "time.sleep(0.3)\n"
+                "open(os.path.join(marks, 'end-' + me), 'w').write(repr(time.time()))\n"
+                "print('nice', os.nice(0))\n")
+    main = [harness.Job(f"main {n}", [sys.executable, "-c", main_job, str(marks), f"main{n}", f"main{1 - n}"])
+            for n in range(2)]
+    side = [harness.Job(f"side {n}", [sys.executable, "-c", side_job, str(marks), f"side{n}"], background=True)
+            for n in range(2)]
     harness.run_jobs(main + side, 2)
-    seen = {}
     for job in main + side:
         assert job.ok, job.log.read_text()
-        words = job.log.read_text().split("nice ")[1].split()
-        seen[job.name] = (int(words[0]), float(words[2]), float(words[3]))
-    base = os.nice(0)
-    assert [seen[f"main {n}"][0] for n in range(2)] == [base, base]
-    assert [seen[f"side {n}"][0] for n in range(2)] == [min(base + 19, 19)] * 2
-    # The two main jobs side by side, the side lane beside them, and its jobs one after the other.
-    assert max(seen["main 0"][1], seen["main 1"][1], seen["side 0"][1], seen["side 1"][1]) > min(
-        seen["main 0"][2], seen["main 1"][2])
-    first, second = sorted([seen["side 0"], seen["side 1"]], key=lambda s: s[1])
-    assert first[2] <= second[1], seen
-    assert max(seen["main 0"][1], seen["main 1"][1]) < min(seen["main 0"][2], seen["main 1"][2]), seen
-    assert min(seen["side 0"][1], seen["side 1"][1]) < min(seen["main 0"][2], seen["main 1"][2]), seen
+    for job in main:
+        assert not job.log.read_text().startswith("$ nice"), job.log.read_text()
+    for job in side:
+        assert job.log.read_text().startswith("$ nice -n 19 "), job.log.read_text()
+    def nice_of(job):
+        return int(next(line for line in job.log.read_text().splitlines() if line.startswith("nice ")).split()[1])
+
+    base = nice_of(main[0])
+    assert nice_of(main[1]) == base and [nice_of(job) for job in side] == [min(base + 19, 19)] * 2
+    spans = sorted((float((marks / f"start-side{n}").read_text()), float((marks / f"end-side{n}").read_text()))
+                   for n in range(2))
+    assert spans[0][1] <= spans[1][0], spans
 
 
 def test_background_jobs_alone_use_every_worker_at_their_own_priority(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "LOG_DIR", tmp_path / "logs")
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
-    probe = "import os, time; start = time.time(); time.sleep(0.6); print('nice', os.nice(0), 'span', start, time.time())"
-    jobs = [harness.Job(f"lint {n}", [sys.executable, "-c", probe], background=True) for n in range(2)]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    job = ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]; other = sys.argv[3]\n"
+           "open(os.path.join(marks, me), 'w').close()\n"
+           "deadline = time.time() + 120\n"
+           "while not os.path.exists(os.path.join(marks, other)):\n"
+           "    if time.time() > deadline: sys.exit('alone')\n"
+           "    time.sleep(0.05)\n")
+    jobs = [harness.Job(f"lint {n}", [sys.executable, "-c", job, str(marks), f"lint{n}", f"lint{1 - n}"], background=True)
+            for n in range(2)]
     harness.run_jobs(jobs, 2)
-    spans = [job.log.read_text().split("nice ")[1].split() for job in jobs]
-    assert {int(s[0]) for s in spans} == {os.nice(0)}
-    assert max(float(s[2]) for s in spans) < min(float(s[3]) for s in spans), spans
+    for one in jobs:
+        assert one.ok, one.log.read_text()
+        assert not one.log.read_text().startswith("$ nice"), one.log.read_text()
 
 
 def test_a_failed_job_is_reported_with_its_full_log_while_the_others_finish(tmp_path, monkeypatch, capsys):

@@ -621,6 +621,9 @@ def test_manage_playbook_runs_a_command_as_the_site_with_the_live_settings():
     assert result.returncode == 0, text
     assert_recap(result, changed=1, failed=0)
     token = hashlib.sha256(INPUTS["django_app_secret_environment"]["MYSITE_API_TOKEN"].encode()).hexdigest()[:16]
+    assert INPUTS["django_app_secret_environment"]["MYSITE_API_TOKEN"] not in text
+    # Once, on the first web host (the site's database is shared by its web hosts).
+    assert text.count("ran-as mysite ") == 1, text
     for h in molecule_hosts():
         live = h.check_output(f"readlink -f {ROOT}/current")
         assert f"ran-as mysite {live} mysite.settings.production {token}" in text, text

@@ -5,11 +5,12 @@ fork of nsenter (about 1 ms of CPU) instead of a round trip through the Docker e
 containerd and runc (about 30 ms), and modules go over stdin (pipelining). Commands run as
 root with the container's own environment, as `docker exec` gives them.
 
-Pipelined modules (not those run with become) go to a resident module runner in the container
-(tests/module_runner), which has Ansible's module_utils imported already and forks one process
-per module: about 0.1 s of CPU less per task. The connection puts the runner in place the first
-time it enters a container (again after the container restarts); WSGISTACK_MODULE_RUNNER=0 turns
-it off, and a module whose runner is not there runs in a new interpreter as before.
+Pipelined modules (also those run with become as root; not those become another user) go to a
+resident module runner in the container (tests/module_runner), which has Ansible's module_utils
+imported already and forks for each module: about 0.1 s of CPU less per task. The connection
+puts the runner in place the first time it enters a container (again after the container
+restarts); WSGISTACK_MODULE_RUNNER=0 turns it off, and where it cannot run, modules start their
+own interpreter as before.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import stat
 import subprocess
 import tarfile
 import zipfile
+from contextlib import suppress
 from pathlib import Path
 
 import ansible
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.utils.display import Display
 from ansible_collections.community.docker.plugins.connection.nsenter import Connection as NsenterConnection
 
 DOCUMENTATION = """
@@ -45,7 +48,9 @@ options:
       - name: ansible_docker_host
 """
 
-# Root's alone: what is cached here decides which process root enters.
+display = Display()
+
+# Root's alone: what is cached here decides which process root enters (and which runner it starts).
 PID_CACHE = "/run/wsgistack-containers"
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -111,34 +116,50 @@ def container_pid(name: str) -> str:
 
 RUNNER_SOURCE = Path(__file__).resolve().parents[2] / "module_runner"
 RUNNER_DIR = "/run/wsgistack-module-runner"
-RUNNER_SOCKET = f"{RUNNER_DIR}/socket"
-# The pipelined module command without become: the interpreter alone.
-PIPELINED_PYTHON = re.compile(r"^/bin/sh -c '?(/usr/bin/python3(?:\.[0-9]+)?)'?$")
+PYTHON = r"/usr/bin/python3(?:\.[0-9]+)?"
+# The pipelined module commands: the interpreter alone, or become root with sudo then the interpreter.
+PIPELINED = re.compile(rf"^/bin/sh -c '?({PYTHON})'?$")
+PIPELINED_AS_ROOT = re.compile(
+    rf"""^(/bin/sh -c 'sudo -H -S -n +-u root /bin/sh -c '"'"'echo BECOME-SUCCESS-[a-z]+ ; )({PYTHON})('"'"'')$""")
+# In the container, by the digest of the runner's files: put them in place and start the runner,
+# unless it runs already; then wait for its socket.
 RUNNER_START = f"""set -e
 umask 077
 mkdir -p {RUNNER_DIR}
 cd {RUNNER_DIR}
 exec 9>lock
 flock 9
-if [ "$(cat digest 2>/dev/null)" != "$1" ] || ! systemctl is-active --quiet wsgistack-module-runner; then
-    tar -x -f -
-    systemctl stop wsgistack-module-runner 2>/dev/null || true
-    systemctl reset-failed wsgistack-module-runner 2>/dev/null || true
-    systemd-run --quiet --unit wsgistack-module-runner --collect -p KillMode=process \
-        /usr/bin/python3 {RUNNER_DIR}/server.py {RUNNER_SOCKET} {RUNNER_DIR}/module_utils.zip
-    echo "$1" > digest
+unit=wsgistack-module-runner-$1
+if [ ! -S "$1/socket" ] || ! systemctl is-active --quiet "$unit"; then
+    rm -rf "$1"
+    mkdir "$1"
+    tar -x -f - -C "$1"
+    systemctl stop "$unit" 2>/dev/null || true
+    systemctl reset-failed "$unit" 2>/dev/null || true
+    systemd-run --quiet --unit "$unit" --collect -p Type=exec -p KillMode=process \
+        /usr/bin/python3 "$PWD/$1/server.py" "$PWD/$1/socket" "$PWD/$1/module_utils.zip"
+    i=0
+    while [ ! -S "$1/socket" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -S "$1/socket" ]
 fi
 """
 
 
-def runner_bundle() -> tuple[str, bytes]:
+def runner_digest() -> str:
+    """What the runner in a container must match: its code, and this controller's module_utils
+    (Ansible's version, and its files as installed)."""
+    basic = Path(ansible.__file__).resolve().parent / "module_utils" / "basic.py"
+    info = os.stat(basic)
+    sources = b"".join((RUNNER_SOURCE / name).read_bytes() for name in ("server.py", "client.py"))
+    return hashlib.sha256(f"{ansible.__version__} {basic} {info.st_mtime_ns} {info.st_size}".encode() + sources).hexdigest()[:16]
+
+
+def runner_bundle(digest: str) -> bytes:
     """The runner's files for a container (its code and a zip of this controller's module_utils)
-    as a tar archive, and their digest; built once per Ansible and runner version."""
-    sources = {name: (RUNNER_SOURCE / name).read_bytes() for name in ("server.py", "client.py")}
-    digest = hashlib.sha256(ansible.__version__.encode() + b"".join(sources.values())).hexdigest()[:16]
-    cache = Path.home() / ".cache" / "wsgistack" / "module-runner" / f"{digest}.tar"
+    as a tar archive, kept in root's own PID_CACHE."""
+    cache = Path(PID_CACHE) / f"module-runner-{digest}.tar"
     try:
-        return digest, cache.read_bytes()
+        return cache.read_bytes()
     except OSError:
         pass
     package = Path(ansible.__file__).resolve().parent
@@ -150,18 +171,23 @@ def runner_bundle() -> tuple[str, bytes]:
         for path in sorted((package / "module_utils").rglob("*.py")):
             relative = path.relative_to(package.parent).as_posix()
             archive.writestr(relative, extend if relative == "ansible/module_utils/__init__.py" else path.read_bytes())
-    files = dict(sources, **{"module_utils.zip": modlib.getvalue()})
+    files = {name: (RUNNER_SOURCE / name).read_bytes() for name in ("server.py", "client.py")}
+    files["module_utils.zip"] = modlib.getvalue()
     bundle = io.BytesIO()
     with tarfile.open(fileobj=bundle, mode="w") as archive:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o600
             archive.addfile(info, io.BytesIO(data))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".{os.getpid()}")
-    partial.write_bytes(bundle.getvalue())
+    # A new file of our own (O_EXCL, no link followed), then in place.
+    partial = f"{cache}.{os.getpid()}"
+    with suppress(FileNotFoundError):
+        os.unlink(partial)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(bundle.getvalue())
     os.replace(partial, cache)
-    return digest, bundle.getvalue()
+    return bundle.getvalue()
 
 
 def container_environment(pid: str) -> list[str]:
@@ -178,7 +204,7 @@ class Connection(NsenterConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._container_env = ""
-        self._runner = False
+        self._runner = ""
 
     def get_option(self, option, hostvars=None):
         if option == "nsenter_pid":
@@ -196,33 +222,49 @@ class Connection(NsenterConnection):
                 self._runner = self._start_runner()
         return self
 
-    def _start_runner(self) -> bool:
-        """The container's module runner, started when this container (since it last started)
-        has not got this version of it; False when it cannot run there."""
-        digest, bundle = runner_bundle()
-        marker = os.path.join(PID_CACHE, f"{self.get_option('remote_addr')}.runner")
-        wanted = f"{self._nsenter_pid} {digest}"
+    def _start_runner(self) -> str:
+        """The client of this container's module runner, after starting the runner when this
+        container (since it last started) has not got this version of it; "" when the runner
+        cannot run there (modules then start their own interpreter)."""
+        name = self.get_option("remote_addr")
         try:
-            if _read(marker) == wanted:
-                return True
+            digest = runner_digest()
+            container_id = _read(os.path.join(PID_CACHE, name)).split()[1]
+        except (OSError, IndexError) as exc:
+            display.warning(f"module runner of {name}: {exc}; modules start their own interpreter")
+            return ""
+        marker = os.path.join(PID_CACHE, f"{name}.runner")
+        wanted = f"{self._nsenter_pid} {container_id} {digest}"
+        client = f"{RUNNER_DIR}/{digest}/client.py {RUNNER_DIR}/{digest}/socket"
+        try:
+            state = _read(marker)
         except OSError:
-            pass
-        code, _, _ = super().exec_command(f"{self._container_env}/bin/sh -c {shlex.quote(RUNNER_START)} start {digest}",
-                                          in_data=bundle, sudoable=False)
+            state = ""
+        if state.startswith(wanted):
+            return client if state == wanted else ""
+        try:
+            bundle = runner_bundle(digest)
+            code, _, err = super().exec_command(
+                f"{self._container_env}/bin/sh -c {shlex.quote(RUNNER_START)} start {digest}", in_data=bundle, sudoable=False)
+        except (OSError, AnsibleError) as exc:
+            code, err = 1, str(exc).encode()
         if code != 0:
-            return False
+            display.warning(f"module runner of {name} did not start ({err.decode(errors='replace').strip()[-300:]});"
+                            " modules start their own interpreter until the container restarts")
         partial = f"{marker}.{os.getpid()}"
         with open(partial, "w", encoding="utf-8") as handle:
-            handle.write(wanted)
+            handle.write(wanted if code == 0 else f"{wanted} off")
         os.replace(partial, marker)
-        return True
+        return client if code == 0 else ""
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         # Connected first: the environment comes from the container, also for the first command.
         if not self._connected:
             self._connect()
-        pipelined = PIPELINED_PYTHON.match(cmd) if self._runner and in_data is not None else None
-        if pipelined:
-            python = pipelined.group(1)
-            cmd = "/bin/sh -c " + shlex.quote(f"{python} -I -S {RUNNER_DIR}/client.py {RUNNER_SOCKET} {python}")
+        if self._runner and in_data is not None:
+            plain, as_root = PIPELINED.match(cmd), PIPELINED_AS_ROOT.match(cmd)
+            if plain:
+                cmd = "/bin/sh -c " + shlex.quote(f"{plain.group(1)} -I -S {self._runner}")
+            elif as_root:
+                cmd = f"{as_root.group(1)}{as_root.group(2)} -I -S {self._runner}{as_root.group(3)}"
         return super().exec_command(self._container_env + cmd, in_data=in_data, sudoable=sudoable)
