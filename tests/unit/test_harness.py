@@ -94,6 +94,18 @@ def test_jobs_run_side_by_side_each_into_its_own_log(tmp_path, monkeypatch, caps
     assert "FAILED" not in capsys.readouterr().out
 
 
+def waiting_job(condition: str, then: str = "") -> str:
+    """A job's script (argv: the marks directory, its name, another job's name): it marks its start
+    (start-<name>), waits up to 120 s until `condition` holds, then runs `then`; it fails with
+    'alone' if the condition never holds, i.e. if the jobs it waits for did not run beside it."""
+    return ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]; other = sys.argv[3]\n"
+            "open(os.path.join(marks, 'start-' + me), 'w').close()\n"
+            "deadline = time.time() + 120\n"
+            f"while not ({condition}):\n"
+            "    if time.time() > deadline: sys.exit('alone')\n"
+            "    time.sleep(0.05)\n" + then)
+
+
 def test_background_jobs_run_niced_one_at_a_time_beside_the_others(tmp_path, monkeypatch):
     """Lint and unit tests beside scenarios: in a lane of their own, one at a time, under
     `nice -n 19`, while the scenarios keep their workers and their priority. Each main job waits
@@ -103,14 +115,9 @@ def test_background_jobs_run_niced_one_at_a_time_beside_the_others(tmp_path, mon
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
     marks = tmp_path / "marks"
     marks.mkdir()
-    main_job = ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]; other = sys.argv[3]\n"
-                "open(os.path.join(marks, 'start-' + me), 'w').close()\n"
-                "deadline = time.time() + 120\n"
-                "while not (os.path.exists(os.path.join(marks, 'start-' + other))\n"
-                "           and any(name.startswith('start-side') for name in os.listdir(marks))):\n"
-                "    if time.time() > deadline: sys.exit('alone')\n"
-                "    time.sleep(0.05)\n"
-                "print('nice', os.nice(0))\n")
+    main_job = waiting_job("os.path.exists(os.path.join(marks, 'start-' + other))"
+                           " and any(name.startswith('start-side') for name in os.listdir(marks))",
+                           "print('nice', os.nice(0))\n")
     side_job = ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]\n"
                 "open(os.path.join(marks, 'start-' + me), 'w').write(repr(time.time()))\n"
                 "time.sleep(0.3)\n"
@@ -127,6 +134,7 @@ def test_background_jobs_run_niced_one_at_a_time_beside_the_others(tmp_path, mon
         assert not job.log.read_text().startswith("$ nice"), job.log.read_text()
     for job in side:
         assert job.log.read_text().startswith("$ nice -n 19 "), job.log.read_text()
+
     def nice_of(job):
         return int(next(line for line in job.log.read_text().splitlines() if line.startswith("nice ")).split()[1])
 
@@ -142,12 +150,7 @@ def test_background_jobs_alone_use_every_worker_at_their_own_priority(tmp_path, 
     monkeypatch.setattr(harness, "DURATIONS", tmp_path / "durations.json")
     marks = tmp_path / "marks"
     marks.mkdir()
-    job = ("import os, sys, time; marks = sys.argv[1]; me = sys.argv[2]; other = sys.argv[3]\n"
-           "open(os.path.join(marks, me), 'w').close()\n"
-           "deadline = time.time() + 120\n"
-           "while not os.path.exists(os.path.join(marks, other)):\n"
-           "    if time.time() > deadline: sys.exit('alone')\n"
-           "    time.sleep(0.05)\n")
+    job = waiting_job("os.path.exists(os.path.join(marks, 'start-' + other))")
     jobs = [harness.Job(f"lint {n}", [sys.executable, "-c", job, str(marks), f"lint{n}", f"lint{1 - n}"], background=True)
             for n in range(2)]
     harness.run_jobs(jobs, 2)
