@@ -72,3 +72,52 @@ def test_role_inputs_site_yml_sets_itself_are_refused_with_what_to_set_instead(a
     assert "site.yml sets firewall_rules itself" in messages["lb1"], messages
     assert not re.search(r"^\w+ +: .*changed=[1-9]", text, re.M), text[-3000:]
     assert "TASK [Prepare the release]" not in text
+
+
+def test_tls_ended_outside_is_refused_with_balancers(ansible_run, tmp_path):
+    """wsgistack_tls: external (TLS ends at a proxy the inventory does not manage) with balancers
+    in the inventory, which terminate TLS themselves: refused on the web host in the first play,
+    naming the choice to make instead; nothing after the first plays runs."""
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    inventory["all"]["vars"] |= {"wsgistack_tls": "external", "wsgistack_tls_proxies": ["10.0.0.5"]}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
+                         "--tags", "wsgistack_first_plays_only", timeout=300)
+    text = " ".join((result.stdout + result.stderr).split()).replace("''", "'")
+    assert result.returncode != 0, text[-3000:]
+    assert ("msg: 'wsgistack_tls: external is for web hosts without balancers: with hosts in group lb the balancers"
+            " terminate TLS; set wsgistack_tls to their certificates (self_signed or certbot).'") in text, text[-3000:]
+    assert ('msg: \'The balancers (group lb) terminate TLS with their own certificates: set wsgistack_tls to self_signed'
+            ' or certbot for them (got "external").\'') in text, text[-3000:]
+    assert "TASK [Prepare the release]" not in text
+
+
+def test_tls_proxies_are_checked_and_what_site_yml_sets_behind_them_is_refused(ansible_run, tmp_path):
+    """Web hosts without balancers, each with one value about the TLS proxy in front: proxies
+    given without wsgistack_tls: external, a proxy network of every address, and a site option
+    that would replace who may reach the site behind the proxy are refused on their host, each
+    with its own message; valid proxies (an address and an IPv6 address) pass their own checks."""
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    external = {"wsgistack_tls": "external", "wsgistack_tls_proxies": ["10.0.0.5"]}
+    inventory["all"]["children"] = {
+        "web": {"vars": SECRETS, "hosts": {
+            "unused": {"wsgistack_tls_proxies": ["10.0.0.5"]},
+            "everyone": external | {"wsgistack_tls_proxies": ["10.0.0.5", "::/0"]},
+            "allowall": external | {"wsgistack_site_options": {"allow": [], "client_max_body_size": "20m"}},
+            "good": external | {"wsgistack_tls_proxies": ["10.0.0.5", "fd00::1"]}}},
+        "db": {"hosts": {"db1": {}}}}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
+                         "--tags", "wsgistack_first_plays_only", timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text[-3000:]
+    messages = {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
+                for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
+    assert ("wsgistack_tls_proxies is read only with wsgistack_tls: external (got wsgistack_tls self_signed): remove it,"
+            " or set wsgistack_tls: external.") in messages["unused"], messages
+    assert 'wsgistack_tls_proxies may not hold a network of every address (got ["::/0"])' in messages["everyone"], messages
+    assert ("Behind the TLS proxy (wsgistack_tls: external) site.yml sets allow of the site itself (who may reach it, and"
+            " that its requests are HTTPS): remove them from wsgistack_site_options") in messages["allowall"], messages
+    assert "Nothing was changed on any host: " in messages["good"], messages
+    assert all("Nothing was changed" not in messages[host] for host in ("unused", "everyone", "allowall")), messages
+

@@ -3,6 +3,7 @@ code-only releases with playbooks/deploy.yml, and the production rules."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -504,6 +505,11 @@ CERTBOT = {"wsgistack_tls": "certbot", "certbot_email": "ops@mysite.test", "cert
 BAD_INPUTS = [
     ("stack", {"wsgistack_stack": "gunicorn"}, "wsgistack_stack"),
     ("tls", {"wsgistack_tls": "letsencrypt"}, "wsgistack_tls"),
+    ("tls_external_prod", PROD | {"wsgistack_tls": "external", "wsgistack_tls_proxies": ["10.0.0.5"]},
+     "wsgistack_tls: external (plain HTTP behind a proxy it does not manage) is for the other environments"),
+    ("tls_external_no_proxies", {"wsgistack_tls": "external"}, "wsgistack_tls: external needs wsgistack_tls_proxies"),
+    ("tls_external_proxy_name", {"wsgistack_tls": "external", "wsgistack_tls_proxies": ["proxy.mysite.test"]},
+     '(got ["proxy.mysite.test"])'),
     ("prod_self_signed", PROD, "set wsgistack_tls: certbot"),
     ("prod_staging_ca", PROD | CERTBOT | {"certbot_acme_server": "https://acme-staging-v02.api.letsencrypt.org/directory"},
      "certbot_acme_server"),
@@ -599,6 +605,7 @@ BAD_INPUTS = [
 # Unusual but valid values, checked in the same run: each passes its own checks (and stops
 # only because the others failed).
 GOOD_INPUTS = [
+    ("tls_external_apache", APACHE | {"wsgistack_tls": "external", "wsgistack_tls_proxies": ["10.0.0.0/8", "fd00::5"]}),
     ("static_expires_modified", NGINX | {"wsgistack_site_options": {"static_expires": "modified +1d"}}),
     ("app_socket_ipv6", NGINX | {"wsgistack_uwsgi_app_options": {"socket": "[::1]:3031"}}),
     ("cdn_static_url", NGINX | {"django_app_static_url": "https://cdn.mysite.test/static/"}),
@@ -670,3 +677,73 @@ def test_every_bad_input_is_refused_in_the_first_play_with_nothing_changed(tmp_p
         report = reports[h.backend.host]
         assert report["requests"] > 0 and report["failures"] == 0 and set(report["statuses"]) == {"200"}, report
         assert set().union(*map(set, report["batches"])) == {pages[h.backend.host][1].rsplit(":", 1)[-1]}, report
+
+
+def plain_http(address: str, path: str = "/") -> tuple[int, dict, str]:
+    """A request from the controller to a host's port 80 for mysite.test, as a TLS-terminating
+    proxy in front of it sends it: status, headers (lower-case names, values joined) and body."""
+    connection = http.client.HTTPConnection(address, 80, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": "mysite.test"})
+        response = connection.getresponse()
+        headers: dict = {}
+        for name, value in response.getheaders():
+            headers.setdefault(name.lower(), []).append(value)
+        return response.status, {k: ", ".join(v) for k, v in headers.items()}, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def test_tls_ended_by_a_proxy_in_front_and_back(v2_deploy):
+    """wsgistack_tls: external with the controller as the proxy (wsgistack_tls_proxies), on every
+    stack: the site answers the proxy on port 80 with its page and static files (no redirect:
+    the app was told the request was HTTPS, behind_https_proxy) and the HSTS header for the proxy
+    to pass on; another client gets 403 for both (the site's allow list) and the firewall admits
+    port 80 from the proxy only; nothing serves the page on 443. The run also goes back to
+    release 1, whose check after the switch goes through the web server as it still is (HTTPS).
+    The next run, with the scenario's values and release 2 again, serves HTTPS again (port 80
+    redirecting to it), its check after the switch through the plain HTTP the web server still
+    served then."""
+    hosts, _, _, v2 = v2_deploy
+    live = {"mysite_source_path": v2}
+    before = {h.backend.host: current(h) for h in hosts}
+    addresses = {h.backend.host: network_address(h.backend.host) for h in hosts}
+    proxies = sorted({controller for _, controller in addresses.values()})
+    try:
+        behind = run_playbook("converge.yml", extra_vars={"wsgistack_tls": "external", "wsgistack_tls_proxies": proxies})
+        assert behind.returncode == 0, output(behind)
+        for h in hosts:
+            address, controller = addresses[h.backend.host]
+            status, headers, body = plain_http(address)
+            assert status == 200 and "release 1" in body, (h.backend.host, status, headers, body[:300])
+            assert headers.get("strict-transport-security") == "max-age=63072000; includeSubDomains", headers
+            assert plain_http(address, "/static/admin/css/base.css")[0] == 200
+            # From the host's own address (not the proxy): refused, pages and static files alike.
+            for path in ("/", "/static/admin/css/base.css"):
+                own = h.run(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: mysite.test' http://{address}{path}").stdout
+                assert own == "403", (path, own)
+            # Nothing answers with the site on 443, in plain HTTP or TLS (the firewall aside).
+            for url in ("http://127.0.0.1:443/", "https://127.0.0.1/"):
+                code = h.run(f"curl -sk -o /dev/null -w '%{{http_code}}' -H 'Host: mysite.test' {url}").stdout
+                assert code in ("000", "403"), (url, code)
+            table = h.check_output("nft list table inet wsgistack_firewall")
+            assert f"ip saddr {controller} tcp dport 80 accept" in table and "dport 443" not in table, table
+            if stack(h) == "nginx_uwsgi":
+                conf = h.file("/etc/nginx/sites-available/mysite.conf").content_string
+                assert "uwsgi_param HTTPS on;" in conf and "443" not in conf, conf
+                assert all(f"allow {client};" in conf for client in [*proxies, "127.0.0.1", "::1"]), conf
+            else:
+                conf = h.file("/etc/apache2/sites-available/mysite.conf").content_string
+                # behind_https_proxy and the allow list of apache_modwsgi_sites.
+                assert "HTTPS=on" in conf and "*:443" not in conf, conf
+                assert f"Require ip {' '.join([*proxies, '127.0.0.1', '::1'])}" in conf, conf
+            assert current(h) != before[h.backend.host]
+    finally:
+        back = run_playbook("converge.yml", extra_vars=live)
+    assert back.returncode == 0, output(back)
+    for h in hosts:
+        address, _ = addresses[h.backend.host]
+        status, body = get(h, "/")
+        assert status == "200" and "release 2" in body, body[:300]
+        assert (answers(address, 443), plain_http(address)[0]) == ("open", 301)
+        assert current(h) == before[h.backend.host]

@@ -3,6 +3,7 @@ certificate; one deployed or removed while the others keep serving, unchanged.""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -111,59 +112,6 @@ def test_each_site_runs_as_its_own_user_in_its_own_tree(host):
             assert f"WSGIDaemonProcess {site} " in conf and f"user={site}" in conf, conf
 
 
-def extra_site(state_: str) -> dict:
-    return {"sites_extra": [{
-        "name": "extra", "state": state_,
-        "source": {"type": "directory",
-                   "path": os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule/django_app/files/plainsite")},
-        "requirements_file": "", "pip_packages": ["Django>=5.2,<5.3"], "settings_module": "plainsite.settings",
-        "settings_generate": True, "secret_key": "molecule-sites-extra-key-1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c",
-        "allowed_hosts": ["extra.test"], "check_deploy_silenced": ["security.W021"],
-    }]}
-
-
-def test_a_site_added_then_marked_absent_is_served_then_removed_and_the_others_never_change():
-    """A third site in the inventory is deployed and served beside the others; marked
-    state: absent, its vhost, app server program, socket and certificate go (its files and data
-    stay), and the sites that were there keep their releases and files all along, and with
-    nginx their uWSGI processes too. (Apache restarts every mod_wsgi daemon when it reloads a
-    changed configuration, gracefully: those sites keep answering, with new pids.) The removal,
-    run at -v, shows no site's secret."""
-    hosts = molecule_hosts()
-
-    def others(h):
-        return {site: state(h, site, pids=not apache(h)) for site in sites_of(h)}
-
-    before = {h.backend.host: others(h) for h in hosts}
-    result = run_playbook("converge.yml", extra_vars=extra_site("present"))
-    assert result.returncode == 0, output(result)
-    for h in hosts:
-        status, body = get(h, "extra", "/admin/login/")
-        assert status == "200" and "Django administration" in body, body[:300]
-        assert "DNS:extra.test" in served_certificate(h, "extra")
-        assert h.check_output(f"ps -o user= -p {processes(h, 'extra')} | sort -u") == "extra"
-        assert others(h) == before[h.backend.host]
-
-    result = run_playbook("converge.yml", extra_vars=extra_site("absent"), verbose=1)
-    text = output(result)
-    assert result.returncode == 0, text
-    assert_no_site_secret(text)
-    for h in hosts:
-        for path in config_files(h, "extra"):
-            assert not h.file(path).exists, path
-        assert processes(h, "extra") == "", processes(h, "extra")
-        assert "DNS:extra.test" not in served_certificate(h, "extra")
-        status, _ = get(h, "extra", "/admin/login/")
-        assert status != "200"
-        # Nothing lost: the site's tree and data stay for the operator to remove.
-        assert h.file("/srv/extra/current/_config/app.env").exists
-        assert others(h) == before[h.backend.host]
-        for site in sites_of(h):
-            path, page = PAGES[site]
-            assert get(h, site, path)[0] == "200", site
-
-
-
 BAD_SITES = [
     ({"sites_extra": [{"name": "mysite"}]}, "Every site of wsgistack_sites needs its own name", '["mysite"]'),
     ({"sites_extra": [{"name": "blog", "colour": "red", "allowed_hosts": ["plain.test"]}]},
@@ -225,3 +173,60 @@ def test_deploying_one_site_leaves_the_others_processes_and_files_untouched():
         assert state(h, "mysite")["current"] != mysite[h.backend.host]["current"]
         assert state(h, "mysite")["processes"] != mysite[h.backend.host]["processes"]
         assert {site: state(h, site) for site in sites_of(h) if site != "mysite"} == others[h.backend.host]
+
+
+EXTRA_SITE = {
+    "name": "extra",
+    "source": {"type": "directory",
+               "path": os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "molecule/django_app/files/plainsite")},
+    "requirements_file": "", "pip_packages": ["Django>=5.2,<5.3"], "settings_module": "plainsite.settings",
+    "settings_generate": True, "secret_key": "molecule-sites-extra-key-1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c",
+    "allowed_hosts": ["extra.test"], "check_deploy_silenced": ["security.W021"],
+}
+
+
+def test_a_site_added_and_another_marked_absent_in_one_run_and_the_others_never_change():
+    """One site.yml run with a new site in the inventory and plainsite marked state: absent (as
+    when a site moves to a new name): the new site is deployed and served beside the others;
+    plainsite's vhost, app server program, socket and certificate go (its files and data stay);
+    the sites that stay keep their releases and files all along, and with nginx their uWSGI
+    processes too. (Apache restarts every mod_wsgi daemon when it reloads a changed
+    configuration, gracefully: those sites keep answering, with new pids.) The run, at -v, shows
+    no site's secret. It runs last (it is last in this file; pytest keeps the order): plainsite
+    stays absent."""
+    hosts = molecule_hosts()
+    staying = {h.backend.host: [site for site in sites_of(h) if site != "plainsite"] for h in hosts}
+
+    def others(h):
+        return {site: state(h, site, pids=not apache(h)) for site in staying[h.backend.host]}
+
+    before = {h.backend.host: others(h) for h in hosts}
+    # As molecule.yml gives them, with its ${MOLECULE_PROJECT_DIRECTORY} filled in.
+    sites_common = json.loads(os.path.expandvars(json.dumps(scenario_group_vars("molecule")["sites_common"])))
+    sites_common = [site | ({"state": "absent"} if site["name"] == "plainsite" else {}) for site in sites_common]
+    # mysite stays at the release the deploy test made live.
+    release = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
+    result = run_playbook("converge.yml", extra_vars={"sites_common": sites_common, "sites_extra": [EXTRA_SITE],
+                                                      "mysite_source_path": release}, verbose=1)
+    text = output(result)
+    assert result.returncode == 0, text
+    assert_no_site_secret(text)
+    assert EXTRA_SITE["secret_key"] not in text
+    for h in hosts:
+        status, body = get(h, "extra", "/admin/login/")
+        assert status == "200" and "Django administration" in body, body[:300]
+        assert "DNS:extra.test" in served_certificate(h, "extra")
+        assert h.check_output(f"ps -o user= -p {processes(h, 'extra')} | sort -u") == "extra"
+        for path in config_files(h, "plainsite"):
+            assert not h.file(path).exists, path
+        assert processes(h, "plainsite") == "", processes(h, "plainsite")
+        assert "DNS:plain.test" not in served_certificate(h, "plainsite")
+        assert get(h, "plainsite", "/admin/login/")[0] != "200"
+        # Nothing lost: the site's tree and data stay for the operator to remove.
+        assert h.file("/srv/plainsite/current/_config/app.env").exists
+        assert h.file("/srv/plainsite/shared/data").is_directory
+        assert others(h) == before[h.backend.host]
+        for site in staying[h.backend.host]:
+            path, page = ("/", "release 2") if site == "mysite" else PAGES[site]
+            status, body = get(h, site, path)
+            assert status == "200" and page in body, site
