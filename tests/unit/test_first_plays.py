@@ -116,8 +116,9 @@ def test_tls_proxies_are_checked_and_what_site_yml_sets_behind_them_is_refused(a
     assert ("wsgistack_tls_proxies is read only with wsgistack_tls: external (got wsgistack_tls self_signed): remove it,"
             " or set wsgistack_tls: external.") in messages["unused"], messages
     assert 'wsgistack_tls_proxies may not hold a network of every address (got ["::/0"])' in messages["everyone"], messages
-    assert ("Behind the TLS proxy (wsgistack_tls: external) site.yml sets allow of the site itself (who may reach it, and"
-            " that its requests are HTTPS): remove them from wsgistack_site_options") in messages["allowall"], messages
+    assert ("Behind the TLS proxy (wsgistack_tls: external), site.yml sets allow of the site on the web hosts itself (who"
+            " may reach it, and that its requests are HTTPS): remove them from wsgistack_site_options (or the site_options of"
+            " the site).") in messages["allowall"], messages
     assert "Nothing was changed on any host: " in messages["good"], messages
     assert all("Nothing was changed" not in messages[host] for host in ("unused", "everyone", "allowall")), messages
 
