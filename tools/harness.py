@@ -935,7 +935,46 @@ def report(jobs: list[Job], started: float) -> int:
     print(f"{'total (wall clock)':<48} {'':<8} {time.monotonic() - started:>8.0f}")
     passed = sum(1 for job in jobs if job.ok)
     print(f"steps: {passed} passed, {len(jobs) - passed} failed")
+    for job in jobs:
+        if not job.ok:
+            print(f"\n--- why {job.name} failed (its full log is printed above) ---")
+            print(failure_digest(job.log.read_text(errors="replace") if job.log and job.log.exists() else ""))
     return 0 if passed == len(jobs) else 1
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_TASK_LINE = re.compile(r"^(TASK|RUNNING HANDLER) \[")
+_FAILED_RESULT = re.compile(r"^(fatal|failed): \[")
+# Lines that say why on their own: Ansible's and Molecule's errors (and the tasks Molecule names
+# after them), pytest's failures and assertion lines, the harness's own.
+_FAILURE_LINE = re.compile(r"^(\[ERROR\]: |ERROR |CRITICAL |FAILED |E   |\* \[|the harness could not run|\S+Error: )")
+
+
+def failure_digest(text: str, limit: int = 60) -> str:
+    """At most `limit` lines of a failed step's log that tell why, each cut to 400 characters:
+    each failed task (its TASK or handler line, the failure and the result lines indented under
+    it, not the failures Ansible ignored) and each error line; else the log's last lines."""
+    lines = [_ANSI.sub("", line) for line in text.splitlines()]
+    picked: list[str] = []
+    task = ""
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if _TASK_LINE.match(line):
+            task = line
+        elif _FAILED_RESULT.match(line):
+            block = [task, line] if task else [line]
+            while index < len(lines) and lines[index].startswith(" "):
+                block.append(lines[index])
+                index += 1
+            if index < len(lines) and lines[index].startswith("...ignoring"):
+                continue
+            # The result's first lines: its message, rc and output come first in YAML.
+            picked += [entry[:400] for entry in block[:20]]
+        elif _FAILURE_LINE.match(line) and not line.startswith("FAILED - RETRYING"):
+            picked.append(line[:400])
+    return "\n".join(picked[-limit:] if picked else [line[:400] for line in lines[-limit:]])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -215,3 +215,34 @@ def test_the_projects_own_venv_is_never_the_interpreter_for_a_new_one(monkeypatc
     toolchain stamp differ and the harness delete the venv in use."""
     monkeypatch.setenv("PATH", f"{harness.VENV / 'bin'}{os.pathsep}{os.environ['PATH']}")
     assert not [p for p in harness._candidate_pythons() if Path(p).parent == harness.VENV / "bin"]
+
+
+def test_the_report_ends_with_why_each_failed_step_failed(tmp_path, capsys):
+    """CI output is often cut in the middle: after the summary, each failed step's failed tasks
+    (task line, failure and the YAML result under it) and error lines; not the retries, the
+    failures Ansible ignored, or the steps that passed."""
+    log = tmp_path / "failed.log"
+    log.write_text("TASK [Wait for instance(s) creation to complete] ***\n"
+                   "FAILED - RETRYING: [localhost]: Wait for instance(s) creation to complete (299 retries left).\n"
+                   + "TASK [Install the Redis server] ***\nok: [workers-debian13]\n" * 200
+                   + "TASK [Probe something] ***\n"
+                   "fatal: [workers-debian13]: FAILED! => \n    changed: false\n    msg: probe failed on purpose\n"
+                   "...ignoring\n"
+                   "RUNNING HANDLER [Restart celery] ***\n"
+                   "\x1b[0;31mfatal: [workers-debian13]: FAILED! => \x1b[0m\n"
+                   "    changed: false\n    msg: Unable to start service celery\n"
+                   "[ERROR]: Task failed: Action failed: Unable to start service celery\n"
+                   "PLAY RECAP ***\n"
+                   "E   AssertionError: the worker never started\n")
+    passed = tmp_path / "passed.log"
+    passed.write_text("fatal: [x]: FAILED! =>\n    msg: expected by a test that passed\n")
+    jobs = [harness.Job("molecule workers", [], ok=False, log=log), harness.Job("molecule site", [], ok=True, log=passed)]
+    assert harness.report(jobs, time.monotonic()) == 1
+    out = capsys.readouterr().out
+    digest = out.split("steps: 1 passed, 1 failed")[1]
+    assert "--- why molecule workers failed" in digest and "molecule site" not in digest
+    assert "RUNNING HANDLER [Restart celery]" in digest and "msg: Unable to start service celery" in digest
+    assert "[ERROR]: Task failed" in digest and "E   AssertionError: the worker never started" in digest
+    assert "\x1b" not in digest
+    for hidden in ("RETRYING", "Install the Redis server", "probe failed on purpose", "Probe something"):
+        assert hidden not in digest, hidden
