@@ -3,7 +3,10 @@ and virtualenv digests depend on content only."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,3 +111,24 @@ def test_virtualenv_digest_follows_included_requirements(tmp_path):
     assert requirements_digest(r1) != requirements_digest(r1, '[["psycopg[binary]"], "", "", false]')
     (tmp_path / "r2" / "requirements" / "base.txt").write_text("Django>=5.2,<5.3\nrequests\n")
     assert requirements_digest(r1) != requirements_digest(r2), "a change in an included file rebuilds"
+
+
+def test_an_archive_source_is_known_by_its_checksum(ansible_run, tmp_path):
+    """The code id of an archive source (the tasks django_app reads for archive sources only) is
+    the archive's SHA-256, first 12 digits: the same file gives the same id, another file another."""
+    ids = []
+    for n, content in enumerate([b"release one", b"release one", b"release two"]):
+        archive = tmp_path / f"mysite-{n}.tar.gz"
+        archive.write_bytes(content)
+        playbook = tmp_path / "archive.yml"
+        playbook.write_text(json.dumps([{
+            "hosts": "localhost", "connection": "local", "gather_facts": False,
+            "vars": {"django_app_source": {"type": "archive", "path": str(archive)}},
+            "tasks": [{"ansible.builtin.include_role": {"name": "wsgistack.django.django_app", "tasks_from": "source_archive"}},
+                      {"ansible.builtin.debug": {"msg": "code id {{ __django_app_code_id }}"}}],
+        }]))
+        result = ansible_run("ansible-playbook", "-i", "localhost,", str(playbook))
+        assert result.returncode == 0, result.stdout + result.stderr
+        ids.append(re.search(r"msg: code id (\S+)", result.stdout).group(1))
+        assert ids[-1] == hashlib.sha256(content).hexdigest()[:12], result.stdout
+    assert ids[0] == ids[1] != ids[2], ids
