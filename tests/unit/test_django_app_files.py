@@ -132,3 +132,54 @@ def test_an_archive_source_is_known_by_its_checksum(ansible_run, tmp_path):
         ids.append(re.search(r"msg: code id (\S+)", result.stdout).group(1))
         assert ids[-1] == hashlib.sha256(content).hexdigest()[:12], result.stdout
     assert ids[0] == ids[1] != ids[2], ids
+
+
+def static_link_script() -> str:
+    """The program static.yml runs (as root) to link a new release's static files to the
+    previous release's."""
+    import yaml
+
+    tasks = yaml.safe_load((ROOT / "roles" / "django_app" / "tasks" / "static.yml").read_text())
+    task = next(task for task in tasks if task["name"].startswith("Link the static files"))
+    return task["ansible.builtin.command"]["argv"][2]
+
+
+def write(path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o644)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the program links root's files only")
+def test_a_release_links_the_previous_releases_hashed_files_and_its_unchanged_ones(tmp_path):
+    """The previous release's own hashed files (its manifest) that the new release lacks are
+    linked in, in their directories; a file both hold unchanged is one file; names that leave the
+    tree, files that are not root's and files the manifest does not name are left out."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    for top in (old, new):
+        top.mkdir(mode=0o755)
+    write(old / "staticfiles.json", json.dumps({"version": "1.1", "paths": {
+        "a.css": "a.111111111111.css", "sub/b.js": "sub/deeper/b.222222222222.js",
+        "up": "../escape.333333333333.css", "abs": str(tmp_path / "abs.css"), "app.css": "app.444444444444.css",
+        "gone": "gone.555555555555.css"}}))
+    write(old / "a.111111111111.css", "old a")
+    write(old / "sub" / "deeper" / "b.222222222222.js", "old b")
+    write(tmp_path / "escape.333333333333.css", "outside")
+    write(tmp_path / "abs.css", "outside")
+    write(old / "app.444444444444.css", "not root's")
+    os.chown(old / "app.444444444444.css", 65534, 65534)
+    write(old / "carried.999999999999.css", "carried from an older release, not in the manifest")
+    write(old / "same.txt", "same")
+    write(new / "staticfiles.json", json.dumps({"version": "1.1", "paths": {"a.css": "a.666666666666.css"}}))
+    write(new / "a.666666666666.css", "new a")
+    write(new / "same.txt", "same")
+    result = subprocess.run([sys.executable, "-c", static_link_script(), str(new), str(old)],
+                            capture_output=True, text=True, check=True)
+    files = sorted(str(path.relative_to(new)) for path in new.rglob("*") if path.is_file())
+    assert files == ["a.111111111111.css", "a.666666666666.css", "same.txt", "staticfiles.json",
+                     "sub/deeper/b.222222222222.js"], files
+    for name in ("a.111111111111.css", "sub/deeper/b.222222222222.js", "same.txt"):
+        assert (new / name).stat().st_ino == (old / name).stat().st_ino, name
+    assert (new / "a.666666666666.css").read_text() == "new a"
+    assert oct((new / "sub" / "deeper").stat().st_mode & 0o777) == oct(0o755)
+    assert result.stdout.split() == ["3"], result.stdout
