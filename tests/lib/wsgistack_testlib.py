@@ -240,6 +240,16 @@ def journal(host, unit: str, lines: int = 60) -> str:
     return host.run(f"journalctl -u {unit} -n {lines} --no-pager").stdout
 
 
+def unit_pids(host, unit: str) -> set[int]:
+    """Every process of a running service: its main process and that one's children (a Celery
+    worker's pool); empty when it does not run."""
+    main = host.check_output(f"systemctl show -P MainPID {unit}")
+    if main in ("", "0"):
+        return set()
+    children = host.run(f"ps -o pid= --ppid {main}").stdout.split()
+    return {int(main), *(int(pid) for pid in children)}
+
+
 def molecule_host_names(group: str = "molecule") -> list[str]:
     import testinfra.utils.ansible_runner
 

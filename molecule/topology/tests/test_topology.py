@@ -1,11 +1,14 @@
-"""db1 (PostgreSQL), web1 + web2 (nginx + uWSGI), lb1 (TLS, balancing): one database through
-the balancer, rolling deploys without failed requests, a web host down, access to the database."""
+"""db1 (PostgreSQL, Redis), web1 + web2 (nginx + uWSGI, a Celery worker each), lb1 (TLS,
+balancing): one database through the balancer, tasks on the workers through db1's Redis, rolling
+deploys without failed requests that move each host's worker with its release, a web host down,
+access to the database and to Redis."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +26,8 @@ from wsgistack_testlib import (
     site_get,
     start_request_loop,
     stop_request_loop,
+    unit_pids,
+    wait_for,
 )
 
 testinfra_hosts = ["topology-lb1"]
@@ -32,6 +37,8 @@ DB_PASSWORD = INPUTS["django_app_database"]["password"]
 DEPLOY = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "deploy.yml")
 ROLLBACK = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "rollback.yml")
 RESTORE_DB = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "restore-db.yml")
+REDIS_PASSWORD = INPUTS["redis_password"]
+WORKER = "django-mysite-worker-celery@1.service"
 
 
 def hosts() -> dict:
@@ -55,6 +62,49 @@ def add_note(lb, text: str) -> None:
 
 def served_by(lb, count: int = 20) -> set[str]:
     return {through_balancer(lb, "/health/")[1].split()[-1] for _ in range(count)}
+
+
+def worker_pids() -> dict[str, set[int]]:
+    """Each web host's Celery worker processes (main process and pool)."""
+    return {name: unit_pids(hosts()[f"topology-{name}"], WORKER) for name in ("web1", "web2")}
+
+
+def tasks_through_balancer(lb, text: str, release: str, count: int = 6) -> set[str]:
+    """Tasks submitted through lb1 (either web host's site) each run on a worker process of a web
+    host with the given release; returns the web hosts whose workers ran them."""
+    pids = worker_pids()
+    ran_on = set()
+    for number in range(count):
+        status, body = through_balancer(lb, f"/task?text={text}-{number}", "--max-time 30")
+        assert status == "200", (status, body)
+        match = re.fullmatch(rf"task: {text}-{number} from release {release} \(pid (\d+) on (web[12])\)", body.strip())
+        assert match, body
+        assert int(match.group(1)) in pids[match.group(2)], (body, pids)
+        ran_on.add(match.group(2))
+    return ran_on
+
+
+def redis_answer(client) -> str:
+    """What db1's Redis answers a PING without the password, from another host; "timeout" when
+    nothing answers."""
+    probe = ("import socket\ntry:\n    s = socket.create_connection(('db1', 6379), timeout=3)\n"
+             "except TimeoutError:\n    print('timeout')\nelse:\n    s.settimeout(5)\n    s.sendall(b'PING\\r\\n')\n"
+             "    print(s.recv(200).decode().strip())\n")
+    return client.check_output(f"python3 -c {shlex.quote(probe)}")
+
+
+def test_tasks_through_the_balancer_run_on_the_web_hosts_workers_through_redis_on_db1(host):
+    """Tasks submitted through lb1 run on the web hosts' workers, which take them from db1's Redis:
+    both web hosts are its clients, it listens on loopback and db1's private address only, and
+    asks for the password."""
+    assert tasks_through_balancer(host, "first", "1") <= {"web1", "web2"}
+    db = hosts()["topology-db1"]
+    addresses = {name: hosts()[f"topology-{name}"].check_output("hostname -i").split()[0] for name in ("web1", "web2", "db1")}
+    clients = db.check_output(f"REDISCLI_AUTH={REDIS_PASSWORD} redis-cli client list")
+    assert {f"addr={addresses['web1']}:", f"addr={addresses['web2']}:"} <= set(re.findall(r"addr=[\d.]+:", clients)), clients
+    listening = set(db.check_output("ss -ltnH 'sport = :6379' | awk '{print $4}'").split())
+    assert listening - {"[::1]:6379"} == {f"{addresses['db1']}:6379", "127.0.0.1:6379"}, listening
+    assert redis_answer(hosts()["topology-web1"]).startswith("-NOAUTH"), redis_answer(hosts()["topology-web1"])
 
 
 def test_both_web_hosts_share_one_database_through_the_balancer(host):
@@ -121,6 +171,8 @@ def probe(kind, host, port):
                                                                      headers={"Host": "mysite.test"}), timeout=10).status)
         except urllib.error.HTTPError as error:
             return str(error.code)
+    if kind == "redis":
+        sock.sendall(b"PING\r\n")
     if kind == "pg":
         sock.sendall(struct.pack("!ii", 8, 80877103))
         if sock.recv(1) == b"S":
@@ -134,22 +186,23 @@ print(json.dumps([probe(*p) for p in json.loads(sys.argv[1])]))
 """
 
 # Every path the topology does not use: db1 and an outsider to web1's backend, lb1 and an outsider
-# to db1's PostgreSQL. lb1 -> web1 and web1 -> db1 are the paths it uses.
-OUTSIDER_PROBES = [("http", "web1", 80), ("pg", "db1", 5432)]
+# to db1's PostgreSQL and Redis. lb1 -> web1, web1 -> db1's PostgreSQL and Redis are the paths it uses.
+OUTSIDER_PROBES = [("http", "web1", 80), ("pg", "db1", 5432), ("redis", "db1", 6379)]
 
 
 def unused_paths(lb) -> dict:
     db = hosts()["topology-db1"]
-    web_status, database = outsider(OUTSIDER_PROBES)
-    return {"db1 -> web1": web_answer(db), "lb1 -> db1": database_answer(lb),
-            "outsider -> web1": web_status, "outsider -> db1": database}
+    web_status, database, redis = outsider(OUTSIDER_PROBES)
+    return {"db1 -> web1": web_answer(db), "lb1 -> db1": database_answer(lb), "lb1 -> db1 redis": redis_answer(lb),
+            "outsider -> web1": web_status, "outsider -> db1": database, "outsider -> db1 redis": redis}
 
 
 def used_paths(lb) -> tuple:
-    """lb1's request to web1's backend (its status, and whether web1's app answered it) and web1's query to db1."""
+    """lb1's request to web1's backend (its status, and whether web1's app answered it), web1's
+    query to db1, and what db1's Redis answers web1 without the password."""
     web = hosts()["topology-web1"]
     status, body = web_answer(lb)
-    return status, body.startswith("ok ") and body.endswith(" web1"), database_answer(web)
+    return status, body.startswith("ok ") and body.endswith(" web1"), database_answer(web), redis_answer(web)[:7]
 
 
 def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_use(host):
@@ -159,11 +212,12 @@ def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_u
     refuse it; with those allow-lists opened by hand, the firewall alone still drops it. The next
     site.yml run puts back what was changed by hand."""
     web, db = hosts()["topology-web1"], hosts()["topology-db1"]
-    used = ("200", True, "1")
+    used = ("200", True, "1", "-NOAUTH")
     assert used_paths(host) == used
     both = unused_paths(host)
     assert both["db1 -> web1"] == ("000", "") and both["outsider -> web1"] == "timeout", both
     assert "timeout expired" in both["lb1 -> db1"] and both["outsider -> db1"] == "timeout", both
+    assert both["lb1 -> db1 redis"] == "timeout" and both["outsider -> db1 redis"] == "timeout", both
     for h in (web, db):
         table = h.check_output("nft list table inet wsgistack_firewall")
         assert "policy drop;" in table, table
@@ -185,6 +239,9 @@ def test_firewall_and_allow_lists_each_refuse_every_path_the_topology_does_not_u
     assert service_only["outsider -> web1"] == "403", service_only
     assert "no pg_hba.conf entry" in service_only["lb1 -> db1"], service_only
     assert "no pg_hba.conf entry" in service_only["outsider -> db1"], service_only
+    # Redis, reachable without the firewall, still wants its password.
+    assert service_only["lb1 -> db1 redis"].startswith("-NOAUTH"), service_only
+    assert service_only["outsider -> db1 redis"].startswith("-NOAUTH"), service_only
     site = web.file("/etc/nginx/sites-enabled/mysite.conf").content_string
     address = web.check_output("hostname -i").split()[0]
     assert re.findall(r"^\s*listen ([^;]+);", site, re.M) == [f"{address}:80", "127.0.0.1:80"], site
@@ -415,7 +472,10 @@ def under_load(lb, run):
 def rolling_deploy(host):
     """Deploy v2 with deploy.yml while lb1 serves a bounded request loop."""
     v2 = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "releases", "v2")
-    return under_load(host, lambda: run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2}))
+    workers_before = worker_pids()
+    result, load = under_load(host, lambda: run_playbook(DEPLOY, extra_vars={"mysite_source_path": v2}))
+    load["workers_before"] = workers_before
+    return result, load
 
 
 def test_rolling_deploy_under_load_fails_no_request(rolling_deploy):
@@ -426,6 +486,17 @@ def test_rolling_deploy_under_load_fails_no_request(rolling_deploy):
     # Both releases answered during the roll, from both hosts.
     seen = set(load["bodies"])
     assert {"ok 1 web1", "ok 1 web2", "ok 2 web1", "ok 2 web2"} <= seen, seen
+
+
+def test_rolling_deploy_moves_each_web_hosts_worker_to_the_new_release(rolling_deploy, host):
+    """After the roll, tasks run on release 2, and no worker process started before it is left on
+    either web host."""
+    result, load = rolling_deploy
+    assert result.returncode == 0, output(result)
+    assert tasks_through_balancer(host, "after-deploy", "2")
+    now = worker_pids()
+    for name, before in load["workers_before"].items():
+        assert before and now[name] and not now[name] & before, (name, before, now[name])
 
 
 def test_migration_ran_once_before_the_first_switch_with_a_backup(rolling_deploy):
@@ -461,8 +532,11 @@ def test_site_answers_with_one_web_host_stopped(host):
     while time.monotonic() < deadline and served_by(host, 10) != {"web1", "web2"}:
         time.sleep(2)
     assert served_by(host, 20) == {"web1", "web2"}
-    # Its firewall came back with it (the unit loads it at boot).
+    # Its firewall came back with it (the unit loads it at boot), and its worker on the live release.
     web2 = hosts()["topology-web2"]
+    wait_for(lambda: web2.run(f"systemctl is-active {WORKER}").stdout.strip() == "active", timeout=60)
+    main = web2.check_output(f"systemctl show -P MainPID {WORKER}")
+    assert web2.check_output(f"readlink /proc/{main}/cwd") == web2.check_output("readlink -f /srv/mysite/current")
     assert "policy drop;" in web2.check_output("nft list table inet wsgistack_firewall")
     assert outsider([("http", "web2", 80)]) == ["timeout"]
 
@@ -470,10 +544,14 @@ def test_site_answers_with_one_web_host_stopped(host):
 def test_rollback_rolls_one_web_host_at_a_time_without_failed_requests(rolling_deploy, host):
     """rollback.yml after the rolling deploy: v1 goes back live on web1, then on web2 (one
     batch each), each out of the balancer while it switches; no request through lb1 fails."""
+    workers_before = worker_pids()
     result, load = under_load(host, lambda: run_playbook(ROLLBACK))
     text = output(result)
     assert result.returncode == 0, text
     assert text.count("PLAY [Roll back the Django project]") == 2, text
+    # The workers went back with their host's release.
+    assert tasks_through_balancer(host, "after-rollback", "1")
+    assert all(not pids & workers_before[name] for name, pids in worker_pids().items()), (workers_before, worker_pids())
     assert load["requests"] > 50 and load["failures"] == 0, load
     assert {"ok 2 web1", "ok 2 web2", "ok 1 web1", "ok 1 web2"} <= set(load["bodies"]), set(load["bodies"])
     assert served_by(host) == {"web1", "web2"}

@@ -20,6 +20,7 @@ from wsgistack_testlib import (
     scenario_group_vars,
     site_get,
     tree_checksums,
+    unit_pids,
     wait_for,
 )
 
@@ -41,19 +42,15 @@ def task(host, text: str) -> tuple[str, str]:
 
 def worker_pids(host) -> set[int]:
     """Every process of the worker's unit: Celery's main process and its pool (its children)."""
-    main = host.check_output(f"systemctl show -P MainPID {WORKER}")
-    if main in ("", "0"):
-        return set()
-    children = host.run(f"ps -o pid= --ppid {main}").stdout.split()
-    return {int(main), *(int(pid) for pid in children)}
+    return unit_pids(host, WORKER)
 
 
 def answered_by_worker(host, text: str, release: str) -> int:
     """Submit a task through the site; its answer names the release and the worker's pid."""
     status, body = task(host, text)
     assert status == "200", f"{status} {body}\n{journal(host, WORKER)}"
-    match = re.fullmatch(rf"task: {text} from release {release} \(pid (\d+)\)", body.strip())
-    assert match, body
+    match = re.fullmatch(rf"task: {text} from release {release} \(pid (\d+) on ([\w.-]+)\)", body.strip())
+    assert match and match.group(2) == host.check_output("hostname"), body
     pid = int(match.group(1))
     assert pid in worker_pids(host), (pid, worker_pids(host))
     return pid
