@@ -134,14 +134,18 @@ def test_an_archive_source_is_known_by_its_checksum(ansible_run, tmp_path):
     assert ids[0] == ids[1] != ids[2], ids
 
 
-def static_link_script() -> str:
-    """The program static.yml runs (as root) to link a new release's static files to the
-    previous release's."""
+def static_script(task_name: str) -> str:
+    """A program static.yml runs as root, by the start of its task's name."""
     import yaml
 
     tasks = yaml.safe_load((ROOT / "roles" / "django_app" / "tasks" / "static.yml").read_text())
-    task = next(task for task in tasks if task["name"].startswith("Link the static files"))
+    task = next(task for task in tasks if task["name"].startswith(task_name))
     return task["ansible.builtin.command"]["argv"][2]
+
+
+def static_link_script() -> str:
+    """The program that links a new release's static files to the previous release's."""
+    return static_script("Link the static files")
 
 
 def write(path, text: str) -> None:
@@ -155,16 +159,19 @@ def test_a_release_links_the_previous_releases_hashed_files_and_its_unchanged_on
     """The previous release's own hashed files (its manifest) that the new release lacks are
     linked in, in their directories; a file both hold unchanged is one file; names that leave the
     tree, files that are not root's and files the manifest does not name are left out."""
-    old, new = tmp_path / "old", tmp_path / "new"
+    # At other depths, as two releases' _static are: a name that climbs out of one tree would
+    # land somewhere else in the other.
+    old, new = tmp_path / "releases" / "old" / "_static", tmp_path / "new" / "_static"
     for top in (old, new):
-        top.mkdir(mode=0o755)
+        top.mkdir(mode=0o755, parents=True)
+    write(old.parent / "escape.333333333333.css", "outside the previous release's files")
+    write(old / "x.777777777777.css", "named through a climb only")
     write(old / "staticfiles.json", json.dumps({"version": "1.1", "paths": {
         "a.css": "a.111111111111.css", "sub/b.js": "sub/deeper/b.222222222222.js",
         "up": "../escape.333333333333.css", "abs": str(tmp_path / "abs.css"), "app.css": "app.444444444444.css",
-        "gone": "gone.555555555555.css"}}))
+        "gone": "gone.555555555555.css", "climb": "sub/../x.777777777777.css", "nul": "nul\u0000.css"}}))
     write(old / "a.111111111111.css", "old a")
     write(old / "sub" / "deeper" / "b.222222222222.js", "old b")
-    write(tmp_path / "escape.333333333333.css", "outside")
     write(tmp_path / "abs.css", "outside")
     write(old / "app.444444444444.css", "not root's")
     os.chown(old / "app.444444444444.css", 65534, 65534)
@@ -183,3 +190,28 @@ def test_a_release_links_the_previous_releases_hashed_files_and_its_unchanged_on
     assert (new / "a.666666666666.css").read_text() == "new a"
     assert oct((new / "sub" / "deeper").stat().st_mode & 0o777) == oct(0o755)
     assert result.stdout.split() == ["3"], result.stdout
+    assert not (new.parent / "escape.333333333333.css").exists() and not (tmp_path / "escape.333333333333.css").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the copy is root's")
+def test_the_release_copy_of_collected_files_takes_regular_files_and_directories_only(tmp_path):
+    """Root's copy of what the app user collected: files and directories with their times,
+    root's and readable by all; links (to a file or a directory outside), pipes are left out."""
+    collected = tmp_path / "_static"
+    write(collected / "css" / "site.css", "body {}")
+    os.utime(collected / "css" / "site.css", (978307200, 978307200))
+    (collected / "css" / "site.css").chmod(0o600)
+    secret = tmp_path / "secret"
+    write(secret, "root's only")
+    (collected / "leak").symlink_to(secret)
+    (collected / "up").symlink_to(tmp_path)
+    os.mkfifo(collected / "pipe")
+    collected.chmod(0o700)
+    subprocess.run([sys.executable, "-c", static_script("Give the release root's copy"), str(collected)],
+                   capture_output=True, text=True, check=True)
+    entries = sorted(str(path.relative_to(collected)) for path in collected.rglob("*"))
+    assert entries == ["css", "css/site.css"], entries
+    copied = (collected / "css" / "site.css").stat()
+    assert (copied.st_uid, oct(copied.st_mode & 0o777), copied.st_mtime) == (0, oct(0o644), 978307200)
+    assert oct(collected.stat().st_mode & 0o777) == oct(0o755)
+    assert not (tmp_path / "_static.root").exists()

@@ -365,42 +365,6 @@ def test_unchanged_static_files_are_kept_once(v2_deploy):
         assert {path for path in new if not rewritten.search(path)} <= linked, sorted(set(new) - linked)
 
 
-def test_changed_static_file_older_than_the_last_deploy_is_served_new_and_the_old_one_kept(v2_deploy):
-    """A release whose stylesheet changed but whose files are older than the previous deploy
-    (a tag checked out later, an archive): its page refers to the new content under a new hashed
-    name, the plain name serves the new content too, and the previous release's hashed file
-    still loads (pages it rendered during the roll). Nothing stale is collected."""
-    hosts = molecule_hosts()
-    restyled = release_path("v2-restyled")
-    if not os.path.exists(restyled):
-        shutil.copytree(release_path("v2"), restyled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        css = os.path.join(restyled, "notes", "static", "notes", "site.css")
-        with open(css, "a", encoding="utf-8") as stylesheet:
-            stylesheet.write("\n/* restyled */\nfooter { color: #2a9d8f; }\n")
-        for top, directories, files in os.walk(restyled):
-            for name in directories + files:
-                os.utime(os.path.join(top, name), (978307200, 978307200))
-    old_css = {}
-    for h in hosts:
-        old_css[h.backend.host] = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', get(h, "/")[1]).group(1)
-    result = deploy({"mysite_source_path": restyled})
-    assert result.returncode == 0, output(result)
-    for h in hosts:
-        status, body = get(h, "/")
-        assert status == "200", body
-        new_css = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', body).group(1)
-        assert new_css != old_css[h.backend.host], (new_css, body)
-        for path in (new_css, "/static/notes/site.css"):
-            status, stylesheet = get(h, path)
-            assert status == "200" and "#2a9d8f" in stylesheet, (path, status, stylesheet)
-        status, stylesheet = get(h, old_css[h.backend.host])
-        assert status == "200" and "#1d3557" in stylesheet and "#2a9d8f" not in stylesheet, stylesheet
-        # The previous release's hashed file is linked in, not copied; the release's own files are root's.
-        live = current(h)
-        kept = h.file(f"{live}/_static{old_css[h.backend.host].removeprefix('/static')}")
-        assert (kept.user, kept.mode) == ("root", 0o644), (kept.user, kept.mode)
-
-
 def authenticates(host, username: str, password: str) -> bool:
     code = (f"from django.contrib.auth import authenticate; "
             f"print(authenticate(username={username!r}, password={password!r}) is not None)")
@@ -1007,3 +971,40 @@ def test_git_over_ssh_with_a_deploy_key_and_a_pinned_host_key(git_over_ssh):
     assert "a host key is never trusted on first use" in text, text
     assert "TASK [Prepare the release]" not in text, text
     assert_recap(unpinned, changed=0, failed=1)
+
+
+# Last: it leaves a release of its own live, which the release listings above do not expect.
+def test_changed_static_file_older_than_the_last_deploy_is_served_new_and_the_old_one_kept(v2_deploy):
+    """A release whose stylesheet changed but whose files are older than the previous deploy
+    (a tag checked out later, an archive): its page refers to the new content under a new hashed
+    name, the plain name serves the new content too, and the previous release's hashed file
+    still loads (pages it rendered during the roll). Nothing stale is collected."""
+    hosts = molecule_hosts()
+    restyled = release_path("v2-restyled")
+    if not os.path.exists(restyled):
+        shutil.copytree(release_path("v2"), restyled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        css = os.path.join(restyled, "notes", "static", "notes", "site.css")
+        with open(css, "a", encoding="utf-8") as stylesheet:
+            stylesheet.write("\n/* restyled */\nfooter { color: #2a9d8f; }\n")
+        for top, directories, files in os.walk(restyled):
+            for name in directories + files:
+                os.utime(os.path.join(top, name), (978307200, 978307200))
+    old_css = {}
+    for h in hosts:
+        old_css[h.backend.host] = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', get(h, "/")[1]).group(1)
+    result = deploy({"mysite_source_path": restyled})
+    assert result.returncode == 0, output(result)
+    for h in hosts:
+        status, body = get(h, "/")
+        assert status == "200", body
+        new_css = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', body).group(1)
+        assert new_css != old_css[h.backend.host], (new_css, body)
+        for path in (new_css, "/static/notes/site.css"):
+            status, stylesheet = get(h, path)
+            assert status == "200" and "#2a9d8f" in stylesheet, (path, status, stylesheet)
+        status, stylesheet = get(h, old_css[h.backend.host])
+        assert status == "200" and "#1d3557" in stylesheet and "#2a9d8f" not in stylesheet, stylesheet
+        # The previous release's hashed file is linked in, not copied; the release's own files are root's.
+        live = current(h)
+        kept = h.file(f"{live}/_static{old_css[h.backend.host].removeprefix('/static')}")
+        assert (kept.user, kept.mode) == ("root", 0o644), (kept.user, kept.mode)
