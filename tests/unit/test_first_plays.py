@@ -122,3 +122,51 @@ def test_tls_proxies_are_checked_and_what_site_yml_sets_behind_them_is_refused(a
     assert "Nothing was changed on any host: " in messages["good"], messages
     assert all("Nothing was changed" not in messages[host] for host in ("unused", "everyone", "allowall")), messages
 
+
+
+def test_django_app_inputs_site_yml_sets_are_refused_from_the_inventory_and_taken_from_extra_vars(ansible_run, tmp_path):
+    """django_app inputs that site.yml works out (the app server, the database socket, the
+    check's scheme...) set in the inventory to another value than site.yml's would be replaced:
+    refused on their host, naming each with the value used instead and what to set. The same
+    value as site.yml's passes, and so does a value given with -e, which is the one used."""
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    web = inventory["all"]["children"]["web"]
+    web["hosts"] = {"web1": {"django_app_server": "mod_wsgi", "django_app_database_socket_dir": "/var/run/postgresql"},
+                    # Behind the balancers site.yml checks over http: the same value, so nothing is replaced.
+                    "web2": {"django_app_health_check_scheme": "http", "django_app_server": "uwsgi"},
+                    # -e below gives its scheme: the extra var is the one used.
+                    "web3": {"django_app_health_check_scheme": "ftp"}}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
+                         "--tags", "wsgistack_first_plays_only", "-e", "django_app_health_check_scheme=https", timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text[-3000:]
+    messages = {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
+                for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
+    assert ("mysite: site.yml sets django_app_server, django_app_database_socket_dir itself, so the inventory's values"
+            ' ("mod_wsgi", "/var/run/postgresql") would be replaced with "uwsgi", "": remove them from the inventory and'
+            " set for django_app_server: wsgistack_stack, and a site's mode (daemon or embedded) on Apache;"
+            " for django_app_database_socket_dir: nothing") in messages["web1"], messages
+    assert set(messages) == {"web1", "web2", "web3", "db1", "lb1"}, messages
+    # The others stop only because web1 did.
+    assert all("Nothing was changed on any host: " in messages[host] for host in ("web2", "web3", "db1", "lb1")), messages
+    assert "django_app_health_check_scheme" not in messages["web1"], messages
+
+
+def test_a_database_outside_the_db_group_is_verified_with_the_inventory_ca(ansible_run, tmp_path):
+    """Without a db group the database is one the inventory does not manage: the CA certificate
+    the inventory gives is the one the app verifies it with; with a db group it is the database
+    host's (none yet before its first run)."""
+    playbook = tmp_path / "show.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "web", "gather_facts": False, "vars_files": [str(ROOT / "playbooks/vars/site.yml")],
+        "tasks": [{"ansible.builtin.debug": {"msg": "CA={{ django_app_database_ca_certificate }}"}}]}]))
+    for groups, expected in (({"web": {"hosts": {"web1": {}}}}, "CA=my-ca"),
+                             ({"web": {"hosts": {"web1": {}}}, "db": {"hosts": {"db1": {}}}}, "CA=")):
+        inventory = {"all": {"vars": {"ansible_connection": "local", "django_app_database_ca_certificate": "my-ca",
+                                      "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                             "children": groups}}
+        (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+        result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(playbook), timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.search(rf"^ +msg: {expected}$", result.stdout, re.M), result.stdout
