@@ -124,32 +124,44 @@ def test_tls_proxies_are_checked_and_what_site_yml_sets_behind_them_is_refused(a
 
 
 
-def test_django_app_inputs_site_yml_sets_are_refused_from_the_inventory_and_taken_from_extra_vars(ansible_run, tmp_path):
-    """django_app inputs that site.yml works out (the app server, the database socket, the
-    check's scheme...) set in the inventory to another value than site.yml's would be replaced:
-    refused on their host, naming each with the value used instead and what to set. The same
-    value as site.yml's passes, and so does a value given with -e, which is the one used."""
-    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
-    web = inventory["all"]["children"]["web"]
-    web["hosts"] = {"web1": {"django_app_server": "mod_wsgi", "django_app_database_socket_dir": "/var/run/postgresql"},
-                    # Behind the balancers site.yml checks over http: the same value, so nothing is replaced.
-                    "web2": {"django_app_health_check_scheme": "http", "django_app_server": "uwsgi"},
-                    # -e below gives its scheme: the extra var is the one used.
-                    "web3": {"django_app_health_check_scheme": "ftp"}}
+def first_play_messages(ansible_run, tmp_path, inventory: dict, *extra: str) -> dict[str, str]:
+    """site.yml's first plays on the inventory: each host's failure message, on one line."""
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
     result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
-                         "--tags", "wsgistack_first_plays_only", "-e", "django_app_health_check_scheme=https", timeout=300)
+                         "--tags", "wsgistack_first_plays_only", *extra, timeout=300)
     text = result.stdout + result.stderr
     assert result.returncode != 0, text[-3000:]
-    messages = {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
-                for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
-    assert ("mysite: site.yml sets django_app_server, django_app_database_socket_dir itself, so the inventory's values"
-            ' ("mod_wsgi", "/var/run/postgresql") would be replaced with "uwsgi", "": remove them from the inventory and'
-            " set for django_app_server: wsgistack_stack, and a site's mode (daemon or embedded) on Apache;"
-            " for django_app_database_socket_dir: nothing") in messages["web1"], messages
+    return {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
+            for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
+
+
+def test_django_app_inputs_site_yml_sets_are_refused_when_they_differ_and_the_scheme_taken_from_extra_vars(
+        ansible_run, tmp_path):
+    """django_app inputs that site.yml works out (the app server, uWSGI from pip, the database
+    socket, the check's scheme) set in the inventory to another value than site.yml's would be
+    replaced: refused on their host, naming each with the value used instead and what to set.
+    The same value passes, also as a string where the input is a bool. With -e, the app server
+    must still match the stack, while the check's scheme given is the one used."""
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    inventory["all"]["children"]["web"]["hosts"] = {
+        "web1": {"django_app_server": "mod_wsgi", "django_app_database_socket_dir": "/var/run/postgresql"},
+        # Behind the balancers site.yml checks over http, and nginx_uwsgi runs the distribution's uWSGI.
+        "web2": {"django_app_health_check_scheme": "http", "django_app_server": "uwsgi", "django_app_uwsgi_from_pip": "false"},
+        "web3": {"django_app_health_check_scheme": "https"}}
+    messages = first_play_messages(ansible_run, tmp_path, inventory)
+    assert ("mysite: site.yml sets django_app_server, django_app_database_socket_dir itself (\"uwsgi\", \"\" here), so the"
+            ' values the inventory or -e give ("mod_wsgi", "/var/run/postgresql") would be replaced or would contradict the'
+            " stack: remove them and set for django_app_server: wsgistack_stack, and a site's mode (daemon or embedded) on"
+            " Apache; for django_app_database_socket_dir: nothing") in messages["web1"], messages
+    assert ("mysite: site.yml sets django_app_health_check_scheme itself (\"http\" here), so the value the inventory or -e"
+            ' gives ("https") would be replaced') in messages["web3"], messages
     assert set(messages) == {"web1", "web2", "web3", "db1", "lb1"}, messages
-    # The others stop only because web1 did.
-    assert all("Nothing was changed on any host: " in messages[host] for host in ("web2", "web3", "db1", "lb1")), messages
+    # The others stop only because web1 and web3 did.
+    assert all("Nothing was changed on any host: " in messages[host] for host in ("web2", "db1", "lb1")), messages
+    inventory["all"]["children"]["web"]["hosts"] = {"web1": {}}
+    messages = first_play_messages(ansible_run, tmp_path, inventory, "-e", "django_app_server=mod_wsgi",
+                                   "-e", "django_app_health_check_scheme=https")
+    assert "mysite: site.yml sets django_app_server itself (\"uwsgi\" here)" in messages["web1"], messages
     assert "django_app_health_check_scheme" not in messages["web1"], messages
 
 
