@@ -30,6 +30,17 @@ INVENTORY = {"all": {
 }}
 
 
+def first_play_messages(ansible_run, tmp_path, inventory: dict, *extra: str) -> dict[str, str]:
+    """site.yml's first plays on the inventory: each host's failure message, on one line."""
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
+                         "--tags", "wsgistack_first_plays_only", *extra, timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text[-3000:]
+    return {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
+            for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
+
+
 def test_checks_at_verbose_show_no_secret_and_need_none_off_the_web_hosts(ansible_run, tmp_path):
     """The vault values are the web hosts' only: the database and balancer hosts pass the first
     plays without them, and no secret shows at -v on any host (a skipped loop item shows its
@@ -106,13 +117,7 @@ def test_tls_proxies_are_checked_and_what_site_yml_sets_behind_them_is_refused(a
             "allowall": external | {"wsgistack_site_options": {"allow": [], "client_max_body_size": "20m"}},
             "good": external | {"wsgistack_tls_proxies": ["10.0.0.5", "fd00::1"]}}},
         "db": {"hosts": {"db1": {}}}}
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
-                         "--tags", "wsgistack_first_plays_only", timeout=300)
-    text = result.stdout + result.stderr
-    assert result.returncode != 0, text[-3000:]
-    messages = {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
-                for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
+    messages = first_play_messages(ansible_run, tmp_path, inventory)
     assert ("wsgistack_tls_proxies is read only with wsgistack_tls: external (got wsgistack_tls self_signed): remove it,"
             " or set wsgistack_tls: external.") in messages["unused"], messages
     assert 'wsgistack_tls_proxies may not hold a network of every address (got ["::/0"])' in messages["everyone"], messages
@@ -121,18 +126,6 @@ def test_tls_proxies_are_checked_and_what_site_yml_sets_behind_them_is_refused(a
             " the site).") in messages["allowall"], messages
     assert "Nothing was changed on any host: " in messages["good"], messages
     assert all("Nothing was changed" not in messages[host] for host in ("unused", "everyone", "allowall")), messages
-
-
-
-def first_play_messages(ansible_run, tmp_path, inventory: dict, *extra: str) -> dict[str, str]:
-    """site.yml's first plays on the inventory: each host's failure message, on one line."""
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    result = ansible_run("ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(ROOT / "site.yml"),
-                         "--tags", "wsgistack_first_plays_only", *extra, timeout=300)
-    text = result.stdout + result.stderr
-    assert result.returncode != 0, text[-3000:]
-    return {found.group(1): " ".join(found.group(2).split()).replace("''", "'")
-            for found in re.finditer(r"^(?:fatal|failed): \[(\w+)\].*?=>(.*?)(?=^\S|\Z)", text, re.M | re.S)}
 
 
 def test_django_app_inputs_site_yml_sets_are_refused_when_they_differ_and_the_scheme_taken_from_extra_vars(
