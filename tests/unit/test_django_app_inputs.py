@@ -61,3 +61,24 @@ def test_every_wrong_value_is_named_at_once(ansible_run, tmp_path):
     for variable in ("django_app_keep_releases must be at least 2", "django_app_threads 1 or more",
                      "django_app_allowed_hosts entries must be host names"):
         assert variable in text, result.stdout
+
+
+def test_worker_commands_and_values_supervisor_reads_otherwise_are_refused_under_supervisor(ansible_run, tmp_path):
+    """Under supervisor a worker's command may hold only %i, %H and %%, no $ and no ';' or '#'
+    after a space, and its environment values no quote at either end: the workers that break
+    a rule are named, and the same workers pass under systemd."""
+    workers = [{"name": "good", "command": "celery -A mysite worker -n w%i@%%h", "environment": {"A": "it's 100%"}},
+               {"name": "spec", "command": "celery -A mysite worker -n w%n"},
+               {"name": "dollar", "command": "celery -A mysite worker --logfile $HOME/w.log"},
+               {"name": "comment", "command": "manage rqworker default ;rm"},
+               {"name": "quoted", "command": "manage rqworker", "environment": {"QUEUE": "'high'"}}]
+    values = GOOD | {"django_app_workers": workers, "django_app_workers_process_manager": "supervisor"}
+    result = check(ansible_run, tmp_path, values)
+    text = " ".join(result.stdout.split())
+    assert result.returncode != 0, text
+    assert ("With django_app_workers_process_manager supervisor, a worker's command may hold only the specifiers %i"
+            in text), text
+    assert 'fix ["spec", "dollar", "comment", "quoted"] (or use systemd)' in text, text
+    result = check(ansible_run, tmp_path, values | {"django_app_workers_process_manager": "systemd",
+                                                    "django_app_workers": workers[:1] + workers[2:]})
+    assert result.returncode == 0, result.stdout

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ ROLLBACK = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "r
 RESTORE_DB = str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "restore-db.yml")
 REDIS_PASSWORD = INPUTS["redis_password"]
 WORKER = "django-mysite-worker-celery@1.service"
+PROGRAM = "django-mysite-worker-celery"
 
 
 def hosts() -> dict:
@@ -64,9 +66,20 @@ def served_by(lb, count: int = 20) -> set[str]:
     return {through_balancer(lb, "/health/")[1].split()[-1] for _ in range(count)}
 
 
+def supervised_worker(web2) -> int | None:
+    """The pid of web2's Celery worker, a supervisor program, when it runs."""
+    main = re.search(r"\sRUNNING\s+pid (\d+),", web2.run(f"supervisorctl status {PROGRAM}:*").stdout)
+    return int(main.group(1)) if main else None
+
+
 def worker_pids() -> dict[str, set[int]]:
-    """Each web host's Celery worker processes (main process and pool)."""
-    return {name: unit_pids(hosts()[f"topology-{name}"], WORKER) for name in ("web1", "web2")}
+    """Each web host's Celery worker processes (main process and pool): web1's systemd unit,
+    web2's supervisor program."""
+    web2 = hosts()["topology-web2"]
+    main = supervised_worker(web2)
+    pool = web2.run(f"ps -o pid= --ppid {main}").stdout.split() if main else []
+    return {"web1": unit_pids(hosts()["topology-web1"], WORKER),
+            "web2": {main, *map(int, pool)} if main else set()}
 
 
 def tasks_through_balancer(lb, text: str, release: str, count: int = 6) -> set[str]:
@@ -534,8 +547,9 @@ def test_site_answers_with_one_web_host_stopped(host):
     assert served_by(host, 20) == {"web1", "web2"}
     # Its firewall came back with it (the unit loads it at boot), and its worker on the live release.
     web2 = hosts()["topology-web2"]
-    assert wait_for(lambda: web2.run(f"systemctl is-active {WORKER}").stdout.strip() == "active", timeout=60)
-    main = web2.check_output(f"systemctl show -P MainPID {WORKER}")
+    assert wait_for(lambda: supervised_worker(web2), timeout=60)
+    main = supervised_worker(web2)
+    assert web2.check_output(f"ps -o user= -p {main}") == "mysite"
     assert web2.check_output(f"readlink /proc/{main}/cwd") == web2.check_output("readlink -f /srv/mysite/current")
     assert "policy drop;" in web2.check_output("nft list table inet wsgistack_firewall")
     assert outsider([("http", "web2", 80)]) == ["timeout"]
@@ -628,3 +642,37 @@ def test_database_settings_change_and_go_back(host):
     assert restarted["started"] != before["started"]
     assert database_shows(db) | {"started": before["started"]} == before
     assert through_balancer(host, "/")[0] == "200"
+
+
+def test_a_worker_that_crashes_on_start_sends_web2_back_and_the_fixed_release_goes_live(host):
+    """On web2 (its worker under supervisor): a release whose worker exits as it starts fails the
+    deploy, naming the process and its last words, while lb1's request loop sees no failure;
+    web2's current goes back and its worker runs the live release again. The fixed release,
+    deployed next, goes live on web2 and web2 serves through lb1 again."""
+    web2 = hosts()["topology-web2"]
+    live = web2.check_output("readlink -f /srv/mysite/current")
+    releases = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "releases"
+    fixed, crash = releases / "v9", releases / "v9-crash"
+    for target in (fixed, crash):
+        shutil.copytree(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "examples" / "mysite", target,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3"), dirs_exist_ok=True)
+        (target / "mysite" / "version.py").write_text('VERSION = "9"\n')
+    celery = crash / "mysite" / "celery.py"
+    celery.write_text(celery.read_text() + "\nimport sys\n\nif 'worker' in sys.argv:\n"
+                      "    raise SystemExit('worker refuses to start on purpose')\n")
+    # Long enough for Celery to reach the project's code on a loaded runner.
+    result, load = under_load(host, lambda: run_playbook(DEPLOY, limit="topology-web2", extra_vars={
+        "mysite_source_path": str(crash), "django_app_workers_check_seconds": 30}))
+    text = output(result)
+    assert result.returncode != 0, text
+    assert f"{PROGRAM}:{PROGRAM}_1 did not stay up for 30 s" in text and "worker refuses to start on purpose" in text, text
+    assert load["requests"] > 10 and load["failures"] == 0, load
+    assert web2.check_output("readlink -f /srv/mysite/current") == live
+    assert wait_for(lambda: supervised_worker(web2), timeout=30)
+    assert web2.check_output(f"readlink /proc/{supervised_worker(web2)}/cwd") == live
+    result = run_playbook(DEPLOY, limit="topology-web2", extra_vars={"mysite_source_path": str(fixed)})
+    assert result.returncode == 0, output(result)
+    bodies = {through_balancer(host, "/health/")[1].strip() for _ in range(20)}
+    assert "ok 9 web2" in bodies and {body.split()[-1] for body in bodies} == {"web1", "web2"}, bodies
+    now_live = web2.check_output("readlink -f /srv/mysite/current")
+    assert now_live != live and web2.check_output(f"readlink /proc/{supervised_worker(web2)}/cwd") == now_live

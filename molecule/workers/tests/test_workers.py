@@ -31,6 +31,7 @@ DEPLOY = str(PROJECT / "playbooks" / "deploy.yml")
 ROLLBACK = str(PROJECT / "playbooks" / "rollback.yml")
 NAME = "mysite.test"
 WORKER = "django-mysite-worker-celery@1.service"
+PROGRAM = "django-mysite-worker-celery"
 TICKS = "/srv/mysite/shared/data/ticks.log"
 UNITS = ["/etc/systemd/system/django-mysite-worker-celery@.service",
          "/etc/systemd/system/django-mysite-timer-tick.service", "/etc/systemd/system/django-mysite-timer-tick.timer"]
@@ -45,14 +46,29 @@ def worker_pids(host) -> set[int]:
     return unit_pids(host, WORKER)
 
 
-def answered_by_worker(host, text: str, release: str) -> int:
+def program_main(host) -> int | None:
+    """The pid of the worker's process under supervisor, when it runs."""
+    main = re.search(r"\sRUNNING\s+pid (\d+),", host.run(f"supervisorctl status {PROGRAM}:*").stdout)
+    return int(main.group(1)) if main else None
+
+
+def program_pids(host) -> set[int]:
+    """Every process of the worker under supervisor: Celery's main process and its pool."""
+    main = program_main(host)
+    if main is None:
+        return set()
+    children = host.run(f"ps -o pid= --ppid {main}").stdout.split()
+    return {main, *(int(pid) for pid in children)}
+
+
+def answered_by_worker(host, text: str, release: str, pids=worker_pids) -> int:
     """Submit a task through the site; its answer names the release and the worker's pid."""
     status, body = task(host, text)
     assert status == "200", f"{status} {body}\n{journal(host, WORKER)}"
     match = re.fullmatch(rf"task: {text} from release {release} \(pid (\d+) on ([\w.-]+)\)", body.strip())
     assert match and match.group(2) == host.check_output("hostname"), body
     pid = int(match.group(1))
-    assert pid in worker_pids(host), (pid, worker_pids(host))
+    assert pid in pids(host), (pid, pids(host))
     return pid
 
 
@@ -260,3 +276,63 @@ def test_bad_input_is_refused_before_any_change(extra_vars, message, variable):
     assert_recap(result, changed=0)
     for h in hosts:
         assert ([tree_checksums(h, p) for p in paths], worker_pids(h)) == before[h.backend.host]
+
+
+def test_workers_move_to_supervisor_deploy_crash_and_move_back():
+    """django_app_workers_process_manager: supervisor moves the worker from its systemd unit to a
+    supervisor program (the unit stopped and gone, one copy running), which runs as the app user
+    on the live release, answers tasks and comes back when killed; a second run changes nothing.
+    Deploys move it to the new release; a release whose worker crashes on start goes back. Back to
+    systemd, the program is gone and the unit answers again."""
+    h = one_host()
+    supervisor = {"django_app_workers_process_manager": "supervisor"}
+    result = run_playbook("converge.yml", limit=h.backend.host, tags=DAY_TWO_TAGS, extra_vars=supervisor)
+    assert result.returncode == 0, output(result)
+    assert not h.file(UNITS[0]).exists
+    assert h.run(f"systemctl is-active {WORKER}").stdout.strip() != "active"
+    conf = h.file(f"/etc/supervisor/conf.d/{PROGRAM}.conf")
+    assert (conf.user, conf.mode) == ("root", 0o640)
+    pids = program_pids(h)
+    main = program_main(h)
+    assert h.check_output(f"ps -o user= -p {main}") == "mysite"
+    assert h.check_output(f"readlink /proc/{main}/cwd") == h.check_output("readlink -f /srv/mysite/current")
+    # The command's %i and %% as supervisor expands them: the process number, and a % for Celery's %h.
+    assert "-n celery1@%h" in h.check_output(f"tr '\\0' ' ' < /proc/{main}/cmdline")
+    answered_by_worker(h, "supervised", "1", program_pids)
+    result = run_playbook("converge.yml", limit=h.backend.host, tags=DAY_TWO_TAGS, extra_vars=supervisor)
+    assert result.returncode == 0, output(result)
+    assert_recap(result, changed=0)
+    assert program_pids(h) == pids
+
+    # A deploy: the old processes stop before current moves, new ones answer from the new release.
+    result = run_playbook(DEPLOY, limit=h.backend.host, extra_vars=supervisor | {"mysite_source_path": release_copy("5")})
+    assert result.returncode == 0, output(result)
+    answered_by_worker(h, "supervised-deploy", "5", program_pids)
+    assert not program_pids(h) & pids
+    # A release whose worker exits as it starts goes back, naming the process and its last words.
+    crash = Path(release_copy("6"))
+    celery = crash / "mysite" / "celery.py"
+    celery.write_text(celery.read_text() + "\nimport sys\n\nif 'worker' in sys.argv:\n"
+                      "    raise SystemExit('worker refuses to start on purpose')\n")
+    live = h.check_output("readlink /srv/mysite/current")
+    result = run_playbook(DEPLOY, limit=h.backend.host, extra_vars=supervisor | {
+        "mysite_source_path": str(crash), "django_app_workers_check_seconds": 30})
+    text = output(result)
+    assert result.returncode != 0, text
+    assert f"{PROGRAM}:{PROGRAM}_1 did not stay up for 30 s" in text and "worker refuses to start on purpose" in text, text
+    assert h.check_output("readlink /srv/mysite/current") == live
+    answered_by_worker(h, "supervised-after-crash", "5", program_pids)
+    # Killed, supervisord starts it again.
+    main = program_main(h)
+    h.run(f"kill -9 {main}")
+    wait_for(lambda: program_main(h) not in (None, main), timeout=30)
+    wait_for(lambda: task(h, "supervised-after-kill")[0] == "200", timeout=60, interval=2)
+    answered_by_worker(h, "supervised-after-kill", "5", program_pids)
+
+    # Back to systemd, on the inventory's release.
+    result = run_playbook("converge.yml", limit=h.backend.host, tags=DAY_TWO_TAGS)
+    assert result.returncode == 0, output(result)
+    assert not h.file(f"/etc/supervisor/conf.d/{PROGRAM}.conf").exists
+    assert PROGRAM not in h.run("supervisorctl status").stdout
+    answered_by_worker(h, "systemd-again", "1")
+    assert len(worker_pids(h)) > 1 and not worker_pids(h) & program_pids(h)
