@@ -263,8 +263,14 @@ def test_day_two_workers_timers_and_redis_change_and_go_back():
         ({"django_app_timers": [{"name": "t", "command": "clearsessions", "on_calendar": "every tuesday-ish"}]},
          "systemd does not take the on_calendar", "django_app_timers"),
         ({"redis_password": "short"}, "redis_password", "redis_password"),
+        ({"django_app_workers_process_manager": "runit"}, "must be one of", "django_app_workers_process_manager"),
+        # systemd expands $HOSTNAME in a command; supervisor would pass it on as it is.
+        ({"django_app_workers_process_manager": "supervisor",
+          "django_app_workers": [{"name": "celery", "command": "celery -A mysite worker -n celery$HOSTNAME"}]},
+         "may hold only the specifiers", "django_app_workers_process_manager"),
     ],
-    ids=["worker without command", "calendar systemd refuses", "short redis password"],
+    ids=["worker without command", "calendar systemd refuses", "short redis password", "unknown process manager",
+         "command supervisor reads otherwise"],
 )
 def test_bad_input_is_refused_before_any_change(extra_vars, message, variable):
     hosts = molecule_hosts()
