@@ -128,7 +128,7 @@ def test_release_serves_its_page_from_the_database_with_static_css(host):
     status, stylesheet = get(host, css.group(1))
     assert status == "200" and "#1d3557" in stylesheet
     headers = site_headers(host, "mysite.test", css.group(1))
-    assert "cache-control: max-age=2592000" in headers
+    assert "cache-control: public, max-age=31536000, immutable" in headers
     page_headers = site_headers(host, "mysite.test", "/")
     assert page_headers.count("strict-transport-security:") == 1, page_headers
     assert page_headers.count("x-frame-options:") == 1, page_headers
@@ -177,9 +177,14 @@ def test_superuser_created_from_the_inventory(host):
 def test_startproject_project_serves_admin_login_with_its_css(host):
     status, body = get(host, "/admin/login/", name="plain.test")
     assert status == "200" and "Django administration" in body
-    assert 'href="/static/admin/css/base.css"' in body
-    status, css = get(host, "/static/admin/css/base.css", name="plain.test")
+    # The generated settings collect under hashed names: the page links the hashed copy, which
+    # browsers may keep for a year; the plain name is revalidated on every use.
+    hashed = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', body)
+    assert hashed, body
+    status, css = get(host, hashed.group(1), name="plain.test")
     assert status == "200" and "--primary" in css
+    assert "cache-control: public, max-age=31536000, immutable" in site_headers(host, "plain.test", hashed.group(1))
+    assert "cache-control: no-cache" in site_headers(host, "plain.test", "/static/admin/css/base.css")
     # The generated settings turned DEBUG off and HTTPS-only cookies on.
     status, body = get(host, "/no-such-page/", name="plain.test")
     assert status == "404" and "URLconf" not in body

@@ -142,8 +142,15 @@ def test_static_file_served_by_nginx(host):
     body = curl(host, f"{HTTPS}/static/site.css")
     assert body == "body { color: #123456; }\n"
     headers = headers_of(host, f"{HTTPS}/static/site.css")
-    assert "cache-control: max-age=2592000" in headers
+    # Revalidated on every use; a hashed name is kept for a year, the site's headers still sent.
+    assert header_values(headers, "cache-control") == ["no-cache"]
     assert "content-type: text/css" in headers
+    hashed = headers_of(host, f"{HTTPS}/static/site.0123456789ab.css")
+    assert header_values(hashed, "cache-control") == ["public, max-age=31536000, immutable"]
+    page_hsts = header_values(headers_of(host, f"{HTTPS}/"), "strict-transport-security")
+    assert page_hsts and header_values(hashed, "strict-transport-security") == page_hsts
+    assert header_values(hashed, "expires") == []
+    assert curl(host, f"{HTTPS}/static/site.0123456789ab.css") == "body { color: #123456; }\n"
 
 
 def test_managed_headers(host):
@@ -288,7 +295,7 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "nginx_uwsgi_tls_protocols": ("nginx", "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1.3;"),
     "nginx_uwsgi_tls_ciphers": ("nginx", "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:", f"ssl_ciphers {CIPHERS};"),
     "client_max_body_size": ("site", "client_max_body_size 10m;", "client_max_body_size 2m;"),
-    "static_expires": ("static", "cache-control: max-age=2592000", "cache-control: max-age=604800"),
+    "static_expires": ("static", "cache-control: no-cache", "cache-control: max-age=604800"),
     "hsts_max_age": ("page", "strict-transport-security: max-age=63072000", "strict-transport-security: max-age=600"),
     "hsts_include_subdomains": ("page", "; includesubdomains", "strict-transport-security: max-age=600\r"),
     "security_headers": ("page", "x-content-type-options: nosniff", "security headers: none"),

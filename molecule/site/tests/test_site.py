@@ -68,7 +68,9 @@ def test_site_answers_over_https_with_its_static_css(host):
     css = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', body).group(1)
     status, stylesheet = get(host, css)
     assert status == "200" and "#1d3557" in stylesheet
-    assert "max-age=2592000" in headers(host, css)
+    assert "cache-control: public, max-age=31536000, immutable" in headers(host, css)
+    # The unhashed name is revalidated on every use.
+    assert "cache-control: no-cache" in headers(host, "/static/notes/site.css")
     page = headers(host, "/")
     assert page.count("strict-transport-security:") == 1, page
     assert ("server: nginx" if stack(host) == "nginx_uwsgi" else "server: apache") in page
