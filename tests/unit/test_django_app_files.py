@@ -215,3 +215,36 @@ def test_the_release_copy_of_collected_files_takes_regular_files_and_directories
     assert (copied.st_uid, oct(copied.st_mode & 0o777), copied.st_mtime) == (0, oct(0o644), 978307200)
     assert oct(collected.stat().st_mode & 0o777) == oct(0o755)
     assert not (tmp_path / "_static.root").exists()
+
+
+@pytest.mark.parametrize(
+    ("project", "collect", "wanted"),
+    [
+        ("", True, "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"),
+        ("STORAGES = {'default': {'BACKEND': 'media.Own'}, 'staticfiles': {'BACKEND': 'static.Own'}}\n", True, "static.Own"),
+        ("STATICFILES_STORAGE = 'static.Older'\n", True, None),
+        ("DEFAULT_FILE_STORAGE = 'media.Older'\n", True, None),
+        ("", False, None),
+    ],
+    ids=["startproject", "own STORAGES", "own STATICFILES_STORAGE", "own DEFAULT_FILE_STORAGE", "no collectstatic"],
+)
+def test_generated_settings_collect_under_hashed_names_unless_the_project_chose_a_storage(
+        ansible_run, tmp_path, project, collect, wanted):
+    """Manifest storage only where the project chose none (Django refuses STORAGES beside the
+    older settings) and collectstatic runs (a missing manifest fails every {% static %})."""
+    package = tmp_path / "plain"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("INSTALLED_APPS = ['django.contrib.staticfiles']\n" + project)
+    variables = facts(tmp_path) | {"django_app_settings_module": "plain.settings", "django_app_collectstatic": collect,
+                                   "__django_app_database": {"engine": "sqlite3", "name": "db.sqlite3"}}
+    (tmp_path / "deploy_settings.py").write_text(
+        render(ansible_run, tmp_path, "django_app", "config/deploy_settings.py.j2", variables))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path), "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "k",
+           "DJANGO_ALLOWED_HOSTS": "a.test", "DJANGO_DB_ENGINE": "django.db.backends.sqlite3", "DJANGO_DB_NAME": "db",
+           "DJANGO_DB_CONN_MAX_AGE": "0", "DJANGO_STATIC_URL": "/static/", "DJANGO_STATIC_ROOT": "/s",
+           "DJANGO_MEDIA_URL": "/media/", "DJANGO_MEDIA_ROOT": "/m", "DJANGO_LOG_LEVEL": "INFO"}
+    code = "import deploy_settings as s; print(getattr(s, 'STORAGES', {}).get('staticfiles', {}).get('BACKEND'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(wanted)
