@@ -465,6 +465,14 @@ def site_headers(host, name: str, path: str) -> str:
     return headers_of(host, f"--resolve {name}:443:127.0.0.1 https://{name}{path}")
 
 
+def site_get_encoded(host, name: str, path: str, encoding: str) -> tuple[str, str, str]:
+    """Status, response headers (lower-cased) and decoded body of site_get's request from a
+    client that accepts `encoding` alone (curl decodes gzip and br)."""
+    args = f"--compressed -H 'Accept-Encoding: {encoding}' --resolve {name}:443:127.0.0.1 https://{name}{path}"
+    body, _, status = curl(host, f"-D /tmp/wsgistack-headers -w '\\n%{{http_code}}' {args}").rpartition("\n")
+    return status, host.check_output("cat /tmp/wsgistack-headers").lower(), body
+
+
 def header_values(headers: str, name: str) -> list[str]:
     import re
 

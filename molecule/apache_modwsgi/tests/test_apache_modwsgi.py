@@ -112,6 +112,14 @@ def test_static_file_served_by_apache(host):
     page_hsts = header_values(headers_of(host, f"{HTTPS}/"), "strict-transport-security")
     assert page_hsts and header_values(hashed, "strict-transport-security") == page_hsts
     assert curl(host, f"{HTTPS}/static/site.0123456789ab.css") == "body { color: #123456; }\n"
+    # A client that accepts gzip gets the form compressed beside the file (other content here,
+    # prepare.yml), with the file's type, its cache header and Vary.
+    compressed = headers_of(host, f"-H 'Accept-Encoding: gzip' {HTTPS}/static/site.css")
+    assert header_values(compressed, "content-encoding") == ["gzip"], compressed
+    assert header_values(compressed, "content-type") == ["text/css"], compressed
+    assert header_values(compressed, "cache-control") == ["no-cache"], compressed
+    assert "accept-encoding" in ",".join(header_values(compressed, "vary")), compressed
+    assert curl(host, f"--compressed -H 'Accept-Encoding: gzip' {HTTPS}/static/site.css") == "body { color: #abcdef; }\n"
 
 
 def test_hygiene(host):
@@ -146,7 +154,8 @@ CIPHERS = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 DEFAULTS = {"queue_timeout": 45, "socket_timeout": 60, "connect_timeout": 15, "request_timeout": 60, "startup_timeout": 15,
             "deadlock_timeout": 60, "graceful_timeout": 15, "shutdown_timeout": 5}
 DAY_TWO_GLOBALS = {"apache_modwsgi_keepalive_requests": 500, "apache_modwsgi_tls_curves": "X25519:secp384r1",
-                   "apache_modwsgi_buffered_logs": False, "apache_modwsgi_extra_config": "LimitRequestFieldSize 16380",
+                   "apache_modwsgi_buffered_logs": False, "apache_modwsgi_static_precompressed": False,
+                   "apache_modwsgi_extra_config": "LimitRequestFieldSize 16380",
                    "apache_modwsgi_tls_protocol": "-all +TLSv1.3", "apache_modwsgi_tls_ciphers": CIPHERS}
 DAY_TWO_SITE = {"hsts_max_age": 600, "static_max_age": 604800, "hsts_include_subdomains": False,
                 "security_headers": False, "extra_config": "Header always set X-Day-Two changed"}
@@ -166,6 +175,8 @@ DAY_TWO_SHOWN = {
     "apache_modwsgi_keepalive_requests": ("conf", "MaxKeepAliveRequests 1000", "MaxKeepAliveRequests 500"),
     "apache_modwsgi_tls_curves": ("conf", "Curves X25519:prime256v1:secp384r1", "Curves X25519:secp384r1\n"),
     "apache_modwsgi_buffered_logs": ("conf", "BufferedLogs On", "buffered logs: none"),
+    # site.css.gz holds other content than site.css (prepare.yml): a client that accepts gzip gets it.
+    "apache_modwsgi_static_precompressed": ("static_gzip", "#abcdef", "#123456"),
     "apache_modwsgi_tls_protocol": ("conf", "SSLProtocol -all +TLSv1.2 +TLSv1.3\n", "SSLProtocol -all +TLSv1.3\n"),
     "apache_modwsgi_tls_ciphers": ("conf", "SSLCipherSuite ECDHE-ECDSA-AES128-GCM-SHA256:", f"SSLCipherSuite {CIPHERS}\n"),
     "apache_modwsgi_extra_config": ("conf", "extra: none", "LimitRequestFieldSize 16380"),
@@ -189,7 +200,8 @@ def rendered(host) -> dict[str, str]:
                                 "" if "x-day-two" in page else "x-day-two: none"]),
             "site": "\n".join([site, "" if "maximum-requests" in site else "maximum-requests: none",
                                 "" if "restart-interval" in site else "restart-interval: none"]),
-            "static": headers_of(host, f"{HTTPS}/static/site.css")}
+            "static": headers_of(host, f"{HTTPS}/static/site.css"),
+            "static_gzip": curl(host, f"--compressed -H 'Accept-Encoding: gzip' {HTTPS}/static/site.css")}
 
 
 def test_site_change_reloads_apache_without_restart(host):

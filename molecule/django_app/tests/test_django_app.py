@@ -24,6 +24,7 @@ from wsgistack_testlib import (
     run_playbook,
     scenario_group_vars,
     site_get,
+    site_get_encoded,
     site_headers,
     start_request_loop,
     stop_request_loop,
@@ -190,6 +191,35 @@ def test_startproject_project_serves_admin_login_with_its_css(host):
     assert status == "404" and "URLconf" not in body
     headers = site_headers(host, "plain.test", "/admin/login/")
     assert re.search(r"set-cookie: csrftoken=.*; secure", headers), headers
+
+
+def test_static_files_are_sent_in_the_form_compressed_at_deploy(host):
+    """Each release holds the Brotli and gzip forms of its text files beside them, root's like
+    the files; nginx sends the form the client accepts, with the file's type, its cache
+    header and Vary, and the same bytes once decoded. A client that accepts neither, or a file
+    with no form (an image), gets the file itself."""
+    status, body = get(host, "/admin/login/", name="plain.test")
+    assert status == "200", body
+    hashed = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', body).group(1)
+    status, plain = get(host, hashed, name="plain.test")
+    assert status == "200" and "--primary" in plain
+    release = host.check_output("readlink /srv/plainsite/current")
+    on_disk = f"{release}/_static{hashed.removeprefix('/static')}"
+    for encoding, suffix in (("br", ".br"), ("gzip", ".gz")):
+        form = host.file(on_disk + suffix)
+        assert (form.user, form.mode) == ("root", 0o644), (form.user, form.mode)
+        assert form.size < host.file(on_disk).size
+        status, headers, decoded = site_get_encoded(host, "plain.test", hashed, encoding)
+        assert status == "200" and decoded == plain, (encoding, status, decoded[:200])
+        assert f"content-encoding: {encoding}" in headers, headers
+        assert "content-type: text/css" in headers and "vary: accept-encoding" in headers, headers
+        assert "cache-control: public, max-age=31536000, immutable" in headers, headers
+    assert "content-encoding" not in site_headers(host, "plain.test", hashed)
+    # An image has no compressed form.
+    image = host.check_output(f"cd {release}/_static && find admin/img -name '*.png' | head -n 1")
+    assert image and not host.file(f"{release}/_static/{image}.br").exists
+    status, headers, _ = site_get_encoded(host, "plain.test", f"/static/{image}", "br")
+    assert status == "200" and "content-encoding" not in headers, headers
 
 
 def test_split_settings_project_serves_its_environments_with_their_secret_files(host):
@@ -679,9 +709,17 @@ def environment_shown(host) -> str:
     return found.group(1)
 
 
+ADMIN_CSS = "/static/admin/css/base.css"
+
+
+def forms(host, release: str) -> tuple[int, int]:
+    """How many Brotli and gzip forms of static files a release holds."""
+    return tuple(int(host.check_output(f"find {release}/_static -name '*{suffix}' | wc -l")) for suffix in (".br", ".gz"))
+
+
 def test_settings_change_alone_is_a_release_that_rollback_takes_back(ps_samples):
     """A change of settings alone (the environment's name, which the page shows, a host name,
-    the log level, an environment variable, a secret) makes a new
+    the log level, an environment variable, a secret, the static files' compressed forms) makes a new
     release of the same code: its own _config, the code hard-linked, live as a whole. Then
     rollback.yml goes back to the previous release and forward to a named one, each time
     with that release's settings live, while a request loop sees only answers of the two
@@ -697,7 +735,8 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back(ps_samples)
         changed = {"django_app_environment_name": "qa", "django_app_secret_environment": {"MYSITE_API_TOKEN": NEW_TOKEN},
                    "django_app_allowed_hosts": [*INPUTS["django_app_allowed_hosts"], "qa.mysite.test"],
                    "django_app_log_level": "INFO",
-                   "django_app_environment": INPUTS["django_app_environment"] | {"MYSITE_DAY_TWO": "on"}}
+                   "django_app_environment": INPUTS["django_app_environment"] | {"MYSITE_DAY_TWO": "on"},
+                   "django_app_static_precompress": ["gzip"]}
         result = deploy(inputs | changed, verbose=True)
         assert NEW_TOKEN not in output(result)
         assert result.returncode == 0, output(result)
@@ -713,6 +752,10 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back(ps_samples)
             assert secrets_of(h, before) == ("staging", SECRETS[1])
             assert settings_of(h, before) == (",".join(INPUTS["django_app_allowed_hosts"]),
                                               INPUTS.get("django_app_log_level", "WARNING"), "-")
+            # Static files compressed to gzip alone: no Brotli form, none sent.
+            assert forms(h, now) == (0, forms(h, before)[1]) and forms(h, before)[0] > 0, (forms(h, now), forms(h, before))
+            assert "content-encoding: br" not in site_get_encoded(h, "mysite.test", ADMIN_CSS, "br")[1]
+            assert "content-encoding: gzip" in site_get_encoded(h, "mysite.test", ADMIN_CSS, "gzip")[1]
             # Same code: hard links, not a second copy.
             assert h.file(f"{now}/manage.py").inode == h.file(f"{before}/manage.py").inode
             assert h.file(f"{now}/.venv").linked_to == h.file(f"{before}/.venv").linked_to
@@ -726,6 +769,7 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back(ps_samples)
             assert environment_shown(h) == "staging"
             assert secrets_of(h, current(h)) == ("staging", SECRETS[1])
             assert get(h, HEALTH) == ("200", f"ok {os.path.basename(old[h.backend.host])}")
+            assert "content-encoding: br" in site_get_encoded(h, "mysite.test", ADMIN_CSS, "br")[1]
 
         named = os.path.basename(new[hosts[0].backend.host])
         result = rollback(named)

@@ -151,6 +151,14 @@ def test_static_file_served_by_nginx(host):
     assert page_hsts and header_values(hashed, "strict-transport-security") == page_hsts
     assert header_values(hashed, "expires") == []
     assert curl(host, f"{HTTPS}/static/site.0123456789ab.css") == "body { color: #123456; }\n"
+    # A client that accepts gzip gets the form compressed beside the file (other content here,
+    # prepare.yml), with the file's type, its cache header and Vary.
+    compressed = headers_of(host, f"-H 'Accept-Encoding: gzip' {HTTPS}/static/site.css")
+    assert header_values(compressed, "content-encoding") == ["gzip"], compressed
+    assert header_values(compressed, "content-type") == ["text/css"], compressed
+    assert header_values(compressed, "cache-control") == ["no-cache"], compressed
+    assert "accept-encoding" in ",".join(header_values(compressed, "vary")), compressed
+    assert curl(host, f"--compressed -H 'Accept-Encoding: gzip' {HTTPS}/static/site.css") == "body { color: #abcdef; }\n"
 
 
 def test_managed_headers(host):
@@ -271,7 +279,7 @@ def worker_connections(host) -> int:
 # the configuration nginx and uWSGI read, or in a response) and what showed before.
 CIPHERS = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 DAY_TWO_GLOBALS = {"nginx_uwsgi_keepalive_timeout": 30, "nginx_uwsgi_client_body_timeout": 20,
-                   "nginx_uwsgi_send_timeout": 25, "nginx_uwsgi_gzip": False,
+                   "nginx_uwsgi_send_timeout": 25, "nginx_uwsgi_gzip": False, "nginx_uwsgi_static_precompressed": False,
                    "nginx_uwsgi_tls_curves": "X25519:secp384r1",
                    "nginx_uwsgi_http_extra_config": "map_hash_bucket_size 128;",
                    "nginx_uwsgi_access_log_buffer": "32k", "nginx_uwsgi_access_log_flush": "10s",
@@ -288,6 +296,8 @@ DAY_TWO_SHOWN = {  # input: (where it shows, shown before and after the restore,
     "nginx_uwsgi_client_body_timeout": ("nginx", "client_body_timeout 30;", "client_body_timeout 20;"),
     "nginx_uwsgi_send_timeout": ("nginx", "\n    send_timeout 30;", "\n    send_timeout 25;"),
     "nginx_uwsgi_gzip": ("nginx", "gzip on;", "gzip: none"),
+    # site.css.gz holds other content than site.css (prepare.yml): a client that accepts gzip gets it.
+    "nginx_uwsgi_static_precompressed": ("static_gzip", "#abcdef", "#123456"),
     "nginx_uwsgi_tls_curves": ("nginx", "ssl_ecdh_curve X25519:prime256v1:secp384r1;", "ssl_ecdh_curve X25519:secp384r1;"),
     "nginx_uwsgi_http_extra_config": ("nginx", "extra: none", "map_hash_bucket_size 128;"),
     "nginx_uwsgi_access_log_buffer": ("site", " buffer=64k ", " buffer=32k "),
@@ -324,7 +334,8 @@ def rendered(host) -> dict[str, str]:
             "site": site + ("" if "deny all;" in site else "\nallow: none"),
             "ini": "\n".join([ini, *(shown for option, shown in absent.items() if option not in ini)]),
             "page": page + ("" if "x-content-type-options" in page else "\nsecurity headers: none"),
-            "static": headers_of(host, f"{HTTPS}/static/site.css")}
+            "static": headers_of(host, f"{HTTPS}/static/site.css"),
+            "static_gzip": curl(host, f"--compressed -H 'Accept-Encoding: gzip' {HTTPS}/static/site.css")}
 
 
 def test_every_day_two_input_shows_and_goes_back(day_two):

@@ -24,6 +24,7 @@ from wsgistack_testlib import (
     run_playbook,
     run_playbooks_at_once,
     site_get,
+    site_get_encoded,
     site_headers,
     start_request_loop,
     status_of,
@@ -71,6 +72,16 @@ def test_site_answers_over_https_with_its_static_css(host):
     assert "cache-control: public, max-age=31536000, immutable" in headers(host, css)
     # The unhashed name is revalidated on every use.
     assert "cache-control: no-cache" in headers(host, "/static/notes/site.css")
+    # Text files go in the form compressed at deploy time (Brotli is never made on the fly
+    # here), with their type and Vary, the same bytes once decoded.
+    admin_css = "/static/admin/css/base.css"
+    status, plain = get(host, admin_css)
+    assert status == "200" and "--primary" in plain
+    for encoding in ("br", "gzip"):
+        status, sent, decoded = site_get_encoded(host, "mysite.test", admin_css, encoding)
+        assert status == "200" and decoded == plain and f"content-encoding: {encoding}" in sent, (encoding, sent)
+        assert "content-type: text/css" in sent and "vary: accept-encoding" in sent, sent
+        assert "cache-control: no-cache" in sent, sent
     page = headers(host, "/")
     assert page.count("strict-transport-security:") == 1, page
     assert ("server: nginx" if stack(host) == "nginx_uwsgi" else "server: apache") in page
