@@ -386,11 +386,11 @@ def test_unchanged_static_files_are_kept_once(v2_deploy):
     """v2 changes no static file: v2 holds the same collected files as v1, and each one that
     is the same as v1's is a hard link to it (one copy on disk). Only what Django's manifest
     storage may write otherwise on every run can differ: the manifest and the hashed CSS/JS
-    copies whose URLs it rewrites."""
+    copies whose URLs it rewrites, and their compressed forms."""
     hosts, before, result = v2_deploy
     text = output(result)
     assert result.returncode == 0, text
-    rewritten = re.compile(r"(\.[0-9a-f]{12}\.(css|js)|^staticfiles\.json)$")
+    rewritten = re.compile(r"(\.[0-9a-f]{12}\.(css|js)(\.gz|\.br)?|^staticfiles\.json)$")
     for h in hosts:
         old, new = static_inodes(h, before[h.backend.host]), static_inodes(h, current(h))
         assert sorted(old) == sorted(new), set(old) ^ set(new)
@@ -1034,7 +1034,9 @@ def test_changed_static_file_older_than_the_last_deploy_is_served_new_and_the_ol
         shutil.copytree(release_path("v2"), restyled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         css = os.path.join(restyled, "notes", "static", "notes", "site.css")
         with open(css, "a", encoding="utf-8") as stylesheet:
-            stylesheet.write("\n/* restyled */\nfooter { color: #2a9d8f; }\n")
+            # Long enough to be compressed at deploy time: its forms must be the new content too.
+            stylesheet.write("\n/* restyled */\nfooter { color: #2a9d8f; }\n" + "".join(
+                f".note-{n} {{ margin: {n}px; }}\n" for n in range(12)))
         for top, directories, files in os.walk(restyled):
             for name in directories + files:
                 os.utime(os.path.join(top, name), (978307200, 978307200))
@@ -1051,6 +1053,10 @@ def test_changed_static_file_older_than_the_last_deploy_is_served_new_and_the_ol
         for path in (new_css, "/static/notes/site.css"):
             status, stylesheet = get(h, path)
             assert status == "200" and "#2a9d8f" in stylesheet, (path, status, stylesheet)
+            for encoding in ("br", "gzip"):
+                status, sent, decoded = site_get_encoded(h, "mysite.test", path, encoding)
+                assert status == "200" and decoded == stylesheet, (path, encoding, sent, decoded)
+                assert f"content-encoding: {encoding}" in sent, (path, encoding, sent)
         status, stylesheet = get(h, old_css[h.backend.host])
         assert status == "200" and "#1d3557" in stylesheet and "#2a9d8f" not in stylesheet, stylesheet
         # The previous release's hashed file is linked in, not copied; the release's own files are root's.

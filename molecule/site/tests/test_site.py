@@ -82,6 +82,12 @@ def test_site_answers_over_https_with_its_static_css(host):
         assert status == "200" and decoded == plain and f"content-encoding: {encoding}" in sent, (encoding, sent)
         assert "content-type: text/css" in sent and "vary: accept-encoding" in sent, sent
         assert "cache-control: no-cache" in sent, sent
+    # The hashed name's forms are kept for a year like the file.
+    manifest = json.loads(host.check_output(f"cat {ROOT}/current/_static/staticfiles.json"))
+    hashed_css = "/static/" + manifest["paths"]["admin/css/base.css"]
+    status, sent, decoded = site_get_encoded(host, "mysite.test", hashed_css, "br")
+    assert status == "200" and decoded == plain and "content-encoding: br" in sent, sent
+    assert "cache-control: public, max-age=31536000, immutable" in sent, sent
     page = headers(host, "/")
     assert page.count("strict-transport-security:") == 1, page
     assert ("server: nginx" if stack(host) == "nginx_uwsgi" else "server: apache") in page
