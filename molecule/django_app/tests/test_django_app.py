@@ -196,8 +196,8 @@ def test_startproject_project_serves_admin_login_with_its_css(host):
 def test_static_files_are_sent_in_the_form_compressed_at_deploy(host):
     """Each release holds the Brotli and gzip forms of its text files beside them, root's like
     the files; nginx sends the form the client accepts, with the file's type, its cache
-    header and Vary, and the same bytes once decoded. A client that accepts neither, or a file
-    with no form (an image), gets the file itself."""
+    header and Vary, and the same bytes once decoded. A client that accepts neither gets the
+    file itself."""
     status, body = get(host, "/admin/login/", name="plain.test")
     assert status == "200", body
     hashed = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', body).group(1)
@@ -215,11 +215,6 @@ def test_static_files_are_sent_in_the_form_compressed_at_deploy(host):
         assert "content-type: text/css" in headers and "vary: accept-encoding" in headers, headers
         assert "cache-control: public, max-age=31536000, immutable" in headers, headers
     assert "content-encoding" not in site_headers(host, "plain.test", hashed)
-    # An image has no compressed form.
-    image = host.check_output(f"cd {release}/_static && find admin/img -name '*.png' | head -n 1")
-    assert image and not host.file(f"{release}/_static/{image}.br").exists
-    status, headers, _ = site_get_encoded(host, "plain.test", f"/static/{image}", "br")
-    assert status == "200" and "content-encoding" not in headers, headers
 
 
 def test_split_settings_project_serves_its_environments_with_their_secret_files(host):
