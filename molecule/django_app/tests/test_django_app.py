@@ -211,7 +211,7 @@ def test_static_files_are_sent_in_the_form_compressed_at_deploy(host):
         assert form.size < host.file(on_disk).size
         status, headers, decoded = site_get_encoded(host, "plain.test", hashed, encoding)
         assert status == "200" and decoded == plain, (encoding, status, decoded[:200])
-        assert f"content-encoding: {encoding}" in headers, headers
+        assert sent_as_stored(host, headers, on_disk + suffix), headers
         assert "content-type: text/css" in headers and "vary: accept-encoding" in headers, headers
         assert "cache-control: public, max-age=31536000, immutable" in headers, headers
     assert "content-encoding" not in site_headers(host, "plain.test", hashed)
@@ -707,6 +707,14 @@ def environment_shown(host) -> str:
 ADMIN_CSS = "/static/admin/css/base.css"
 
 
+def sent_as_stored(host, headers: str, form: str) -> bool:
+    """Whether a response is the form compressed at deploy time, not one compressed on the fly
+    (which has no length of its own): its encoding, and the form's length on disk."""
+    encoding = "br" if form.endswith(".br") else "gzip"
+    return (f"content-encoding: {encoding}" in headers
+            and re.search(rf"^content-length: {host.file(form).size}\r?$", headers, re.M) is not None)
+
+
 def forms(host, release: str) -> tuple[int, int]:
     """How many Brotli and gzip forms of static files a release holds."""
     return tuple(int(host.check_output(f"find {release}/_static -name '*{suffix}' | wc -l")) for suffix in (".br", ".gz"))
@@ -748,9 +756,11 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back(ps_samples)
             assert settings_of(h, before) == (",".join(INPUTS["django_app_allowed_hosts"]),
                                               INPUTS.get("django_app_log_level", "WARNING"), "-")
             # Static files compressed to gzip alone: no Brotli form, none sent.
-            assert forms(h, now) == (0, forms(h, before)[1]) and forms(h, before)[0] > 0, (forms(h, now), forms(h, before))
-            assert "content-encoding: br" not in site_get_encoded(h, "mysite.test", ADMIN_CSS, "br")[1]
-            assert "content-encoding: gzip" in site_get_encoded(h, "mysite.test", ADMIN_CSS, "gzip")[1]
+            assert forms(h, now)[0] == 0 and forms(h, now)[1] > 0 and forms(h, before)[0] > 0, (forms(h, now), forms(h, before))
+            status, sent, _ = site_get_encoded(h, "mysite.test", ADMIN_CSS, "br")
+            assert status == "200" and "content-encoding: br" not in sent, sent
+            status, sent, _ = site_get_encoded(h, "mysite.test", ADMIN_CSS, "gzip")
+            assert status == "200" and sent_as_stored(h, sent, f"{now}/_static/admin/css/base.css.gz"), sent
             # Same code: hard links, not a second copy.
             assert h.file(f"{now}/manage.py").inode == h.file(f"{before}/manage.py").inode
             assert h.file(f"{now}/.venv").linked_to == h.file(f"{before}/.venv").linked_to
@@ -764,7 +774,8 @@ def test_settings_change_alone_is_a_release_that_rollback_takes_back(ps_samples)
             assert environment_shown(h) == "staging"
             assert secrets_of(h, current(h)) == ("staging", SECRETS[1])
             assert get(h, HEALTH) == ("200", f"ok {os.path.basename(old[h.backend.host])}")
-            assert "content-encoding: br" in site_get_encoded(h, "mysite.test", ADMIN_CSS, "br")[1]
+            status, sent, _ = site_get_encoded(h, "mysite.test", ADMIN_CSS, "br")
+            assert status == "200" and sent_as_stored(h, sent, f"{current(h)}/_static/admin/css/base.css.br"), sent
 
         named = os.path.basename(new[hosts[0].backend.host])
         result = rollback(named)
@@ -1045,16 +1056,17 @@ def test_changed_static_file_older_than_the_last_deploy_is_served_new_and_the_ol
         assert status == "200", body
         new_css = re.search(r'href="(/static/notes/site\.[0-9a-f]{12}\.css)"', body).group(1)
         assert new_css != old_css[h.backend.host], (new_css, body)
+        live = current(h)
         for path in (new_css, "/static/notes/site.css"):
             status, stylesheet = get(h, path)
             assert status == "200" and "#2a9d8f" in stylesheet, (path, status, stylesheet)
             for encoding in ("br", "gzip"):
                 status, sent, decoded = site_get_encoded(h, "mysite.test", path, encoding)
                 assert status == "200" and decoded == stylesheet, (path, encoding, sent, decoded)
-                assert f"content-encoding: {encoding}" in sent, (path, encoding, sent)
+                form = f"{live}/_static{path.removeprefix('/static')}{'.br' if encoding == 'br' else '.gz'}"
+                assert sent_as_stored(h, sent, form), (path, encoding, sent)
         status, stylesheet = get(h, old_css[h.backend.host])
         assert status == "200" and "#1d3557" in stylesheet and "#2a9d8f" not in stylesheet, stylesheet
         # The previous release's hashed file is linked in, not copied; the release's own files are root's.
-        live = current(h)
         kept = h.file(f"{live}/_static{old_css[h.backend.host].removeprefix('/static')}")
         assert (kept.user, kept.mode) == ("root", 0o644), (kept.user, kept.mode)

@@ -80,6 +80,9 @@ def test_site_answers_over_https_with_its_static_css(host):
     for encoding in ("br", "gzip"):
         status, sent, decoded = site_get_encoded(host, "mysite.test", admin_css, encoding)
         assert status == "200" and decoded == plain and f"content-encoding: {encoding}" in sent, (encoding, sent)
+        # The form stored at deploy time (its length), not one compressed on the fly (none).
+        form = host.file(f"{ROOT}/current/_static/admin/css/base.css{'.br' if encoding == 'br' else '.gz'}")
+        assert re.search(rf"^content-length: {form.size}\r?$", sent, re.M), (encoding, form.size, sent)
         assert "content-type: text/css" in sent and "vary: accept-encoding" in sent, sent
         assert "cache-control: no-cache" in sent, sent
     # The hashed name's forms are kept for a year like the file.
