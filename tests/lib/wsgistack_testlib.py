@@ -473,6 +473,29 @@ def site_get_encoded(host, name: str, path: str, encoding: str) -> tuple[str, st
     return status, host.check_output("cat /tmp/wsgistack-headers").lower(), body
 
 
+def sent_as_stored(host, headers: str, form: str) -> bool:
+    """Whether a response (site_get_encoded's headers) is the form compressed at deploy time,
+    not one compressed on the fly (which has no length of its own): the form's encoding, and its
+    length on disk."""
+    import re
+
+    encoding = "br" if form.endswith(".br") else "gzip"
+    return (f"content-encoding: {encoding}" in headers
+            and re.search(rf"^content-length: {host.file(form).size}\r?$", headers, re.M) is not None)
+
+
+def assert_stored_gzip_form(host, url_args: str, body: str, cache_control: str) -> None:
+    """A client that accepts gzip gets the form stored beside a static file (`body` once decoded,
+    other content than the file's in the role scenarios' fixtures), with the file's type, its
+    cache header and Vary."""
+    sent = headers_of(host, f"-H 'Accept-Encoding: gzip' {url_args}")
+    assert header_values(sent, "content-encoding") == ["gzip"], sent
+    assert header_values(sent, "content-type") == ["text/css"], sent
+    assert header_values(sent, "cache-control") == [cache_control], sent
+    assert "accept-encoding" in ",".join(header_values(sent, "vary")), sent
+    assert curl(host, f"--compressed -H 'Accept-Encoding: gzip' {url_args}") == body
+
+
 def header_values(headers: str, name: str) -> list[str]:
     import re
 

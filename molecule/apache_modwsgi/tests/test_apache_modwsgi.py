@@ -9,6 +9,7 @@ import pytest
 from wsgistack_testlib import (
     assert_https_site,
     assert_recap,
+    assert_stored_gzip_form,
     curl,
     day_two_not_shown,
     header_values,
@@ -112,14 +113,8 @@ def test_static_file_served_by_apache(host):
     page_hsts = header_values(headers_of(host, f"{HTTPS}/"), "strict-transport-security")
     assert page_hsts and header_values(hashed, "strict-transport-security") == page_hsts
     assert curl(host, f"{HTTPS}/static/site.0123456789ab.css") == "body { color: #123456; }\n"
-    # A client that accepts gzip gets the form compressed beside the file (other content here,
-    # prepare.yml), with the file's type, its cache header and Vary.
-    compressed = headers_of(host, f"-H 'Accept-Encoding: gzip' {HTTPS}/static/site.css")
-    assert header_values(compressed, "content-encoding") == ["gzip"], compressed
-    assert header_values(compressed, "content-type") == ["text/css"], compressed
-    assert header_values(compressed, "cache-control") == ["no-cache"], compressed
-    assert "accept-encoding" in ",".join(header_values(compressed, "vary")), compressed
-    assert curl(host, f"--compressed -H 'Accept-Encoding: gzip' {HTTPS}/static/site.css") == "body { color: #abcdef; }\n"
+    # The form compressed beside the file (other content here, prepare.yml).
+    assert_stored_gzip_form(host, f"{HTTPS}/static/site.css", "body { color: #abcdef; }\n", "no-cache")
 
 
 def test_hygiene(host):
@@ -340,6 +335,10 @@ BAD_INPUTS = {
     "wrong type": (
         _with(processes="many"),
         "argument 'processes' is of type str found in 'apache_modwsgi_sites'. and we were unable to convert to int"),
+    "rewrite disabled, precompressed static files on": (
+        {"apache_modwsgi_disabled_modules": ["autoindex", "rewrite"]},
+        "apache_modwsgi_static_precompressed needs mod_rewrite, which apache_modwsgi_disabled_modules lists",
+        "apache_modwsgi_disabled_modules"),
 }
 
 
@@ -347,7 +346,8 @@ BAD_INPUTS = {
 def refusals():
     """Every case of BAD_INPUTS in one run, an inventory alias each."""
     BAD_INPUTS["daemon mode without user"][0]["apache_modwsgi_sites"][0].pop("user")
-    cases = {case: (bad, message, "apache_modwsgi_sites") for case, (bad, message) in BAD_INPUTS.items()}
+    # The variable each refusal names: apache_modwsgi_sites unless the case says another.
+    cases = {case: (bad, message, *(named or ["apache_modwsgi_sites"])) for case, (bad, message, *named) in BAD_INPUTS.items()}
     return refusal_battery(molecule_hosts(), cases, ["/etc/apache2"])
 
 

@@ -23,6 +23,7 @@ from wsgistack_testlib import (
     refusal_battery,
     run_playbook,
     scenario_group_vars,
+    sent_as_stored,
     site_get,
     site_get_encoded,
     site_headers,
@@ -707,14 +708,6 @@ def environment_shown(host) -> str:
 ADMIN_CSS = "/static/admin/css/base.css"
 
 
-def sent_as_stored(host, headers: str, form: str) -> bool:
-    """Whether a response is the form compressed at deploy time, not one compressed on the fly
-    (which has no length of its own): its encoding, and the form's length on disk."""
-    encoding = "br" if form.endswith(".br") else "gzip"
-    return (f"content-encoding: {encoding}" in headers
-            and re.search(rf"^content-length: {host.file(form).size}\r?$", headers, re.M) is not None)
-
-
 def forms(host, release: str) -> tuple[int, int]:
     """How many Brotli and gzip forms of static files a release holds."""
     return tuple(int(host.check_output(f"find {release}/_static -name '*{suffix}' | wc -l")) for suffix in (".br", ".gz"))
@@ -866,6 +859,8 @@ BAD_INPUTS = {
                                "django_app_project_dir must be a directory of the repository"),
     "django_app_secret_files": ({"django_app_secret_files": {"/etc/cron.d/x": "* * * * * root id", ".config_secret/ok.json": {}}},
                                 'fix ["/etc/cron.d/x"].', "django_app_secret_files a mapping of paths"),
+    "django_app_static_precompress": ({"django_app_static_precompress": ["zstd"]}, '(got ["zstd"])',
+                                      "django_app_static_precompress must be a list of the encodings"),
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 from wsgistack_testlib import (
     assert_https_site,
     assert_recap,
+    assert_stored_gzip_form,
     curl,
     day_two_not_shown,
     header_values,
@@ -151,14 +152,8 @@ def test_static_file_served_by_nginx(host):
     assert page_hsts and header_values(hashed, "strict-transport-security") == page_hsts
     assert header_values(hashed, "expires") == []
     assert curl(host, f"{HTTPS}/static/site.0123456789ab.css") == "body { color: #123456; }\n"
-    # A client that accepts gzip gets the form compressed beside the file (other content here,
-    # prepare.yml), with the file's type, its cache header and Vary.
-    compressed = headers_of(host, f"-H 'Accept-Encoding: gzip' {HTTPS}/static/site.css")
-    assert header_values(compressed, "content-encoding") == ["gzip"], compressed
-    assert header_values(compressed, "content-type") == ["text/css"], compressed
-    assert header_values(compressed, "cache-control") == ["no-cache"], compressed
-    assert "accept-encoding" in ",".join(header_values(compressed, "vary")), compressed
-    assert curl(host, f"--compressed -H 'Accept-Encoding: gzip' {HTTPS}/static/site.css") == "body { color: #abcdef; }\n"
+    # The form compressed beside the file (other content here, prepare.yml).
+    assert_stored_gzip_form(host, f"{HTTPS}/static/site.css", "body { color: #abcdef; }\n", "no-cache")
 
 
 def test_managed_headers(host):
