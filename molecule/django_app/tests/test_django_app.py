@@ -859,8 +859,10 @@ BAD_INPUTS = {
                                "django_app_project_dir must be a directory of the repository"),
     "django_app_secret_files": ({"django_app_secret_files": {"/etc/cron.d/x": "* * * * * root id", ".config_secret/ok.json": {}}},
                                 'fix ["/etc/cron.d/x"].', "django_app_secret_files a mapping of paths"),
-    "django_app_static_precompress": ({"django_app_static_precompress": ["zstd"]}, '(got ["zstd"])',
-                                      "django_app_static_precompress must be a list of the encodings"),
+    # Refused by the role's argument spec, which names the encodings it knows.
+    "django_app_static_precompress": ({"django_app_static_precompress": ["zstd"]},
+                                      "must be one or more of: gzip, br. Got no match for: zstd",
+                                      "value of django_app_static_precompress"),
 }
 
 
